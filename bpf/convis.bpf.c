@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * convis kernel side: TCP connection lifecycle and process lifecycle, using
+ * only tracepoints (no kprobes, no fentry: see shared/KERNEL-FACTS.md).
+ *
+ * How a connection is attributed to a process:
+ *  - outbound: CLOSE->SYN_SENT runs inside connect() in the connecting
+ *    process, so the owner is taken there; the connect event is emitted at
+ *    SYN_SENT->ESTABLISHED (full 4-tuple, any context), a failure at
+ *    SYN_SENT->CLOSE with sk_err as the reason.
+ *  - inbound: the child socket is tracked from LISTEN->SYN_RECV (softirq,
+ *    owner unknown); accept()/accept4() exit walks the new fd to the socket
+ *    and names the accepting process.
+ *  - close: ->CLOSE reads the tcp_sock counters; the owner comes from the
+ *    socks map because the final transition often runs in softirq.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+
+/* TCP states (include/net/tcp_states.h) */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+#define ECONNABORTED 103
+
+/* Load-time knobs, set by userspace before load. */
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+struct sock_info {
+	__u64 conn_id;
+	__u64 start_ns;
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	char comm[CONVIS_COMM_LEN];
+	__u8 direction;
+	__u8 flags;
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024); /* resized by userspace */
+} rb SEC(".maps");
+
+/* Tracked TCP sockets by kernel address; every entry is deleted at ->CLOSE. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144); /* resized by userspace */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CONVIS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+__u64 next_conn_id = 1;
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* Wake the consumer only when a lot is pending; it also polls on a timer. */
+static __always_inline __u64 rb_flags(void)
+{
+	__u64 avail = bpf_ringbuf_query(&rb, BPF_RB_AVAIL_DATA);
+
+	return avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline __u32 task_ppid(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, real_parent, tgid);
+}
+
+static __always_inline void fill_owner(struct sock_info *si)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	si->pid = pid_tgid >> 32;
+	si->tid = (__u32)pid_tgid;
+	si->uid = (__u32)bpf_get_current_uid_gid();
+	si->ppid = task_ppid(task);
+	bpf_get_current_comm(si->comm, sizeof(si->comm));
+	si->flags |= CONVIS_F_OWNER_KNOWN;
+}
+
+static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event *ev)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	ev->family = family;
+	ev->proto = IPPROTO_TCP;
+	/* not skc_num: inet_put_port() zeroes it before the ->CLOSE tracepoint */
+	ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	ev->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		/* explicit sizes: BPF_CORE_READ_INTO would copy sizeof(*dst) == 1 byte */
+		bpf_core_read(ev->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(ev->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(ev->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(ev->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	ev->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+static __always_inline void copy_owner(struct convis_conn_event *ev, const struct sock_info *si)
+{
+	ev->hdr.pid = si->pid;
+	ev->tid = si->tid;
+	ev->uid = si->uid;
+	ev->ppid = si->ppid;
+	ev->conn_id = si->conn_id;
+	ev->direction = si->direction;
+	ev->flags = si->flags;
+	__builtin_memcpy(ev->comm, si->comm, sizeof(ev->comm));
+}
+
+static __always_inline struct convis_conn_event *reserve_conn(__u16 type, __u64 now)
+{
+	struct convis_conn_event *ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_CONN);
+		return NULL;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->hdr.type = type;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = now;
+	return ev;
+}
+
+static __always_inline void track(struct sock *sk, __u8 direction, int with_owner, __u64 now)
+{
+	__u64 key = (__u64)sk;
+	struct sock_info si = {};
+
+	si.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
+	si.start_ns = now;
+	si.direction = direction;
+	si.flags = CONVIS_F_START_SEEN;
+	if (with_owner)
+		fill_owner(&si);
+	if (bpf_map_update_elem(&socks, &key, &si, BPF_ANY))
+		stat_inc(CONVIS_STAT_SOCKS_FULL);
+}
+
+static __always_inline void emit_close(struct sock *sk, const struct sock_info *si,
+				       int oldstate, __u64 now)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct convis_conn_event *ev;
+	__u64 sent, retrans_bytes, received;
+	unsigned long sk_flags;
+
+	ev = reserve_conn(CONVIS_EV_TCP_CLOSE, now);
+	if (!ev)
+		return;
+	copy_owner(ev, si);
+	read_tuple(sk, ev);
+	ev->old_state = oldstate;
+	ev->duration_ns = now - si->start_ns;
+	/* bytes_sent counts every transmitted payload byte, retransmissions
+	 * included; bytes_retrans is the retransmitted share. */
+	sent = BPF_CORE_READ(tp, bytes_sent);
+	retrans_bytes = BPF_CORE_READ(tp, bytes_retrans);
+	ev->bytes_sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
+	/* bytes_received counts the peer's FIN as one byte; tcp_fin() sets
+	 * SOCK_DONE, so subtract it when the FIN arrived. */
+	received = BPF_CORE_READ(tp, bytes_received);
+	sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	if ((sk_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
+		received -= 1;
+	ev->bytes_received = received;
+	ev->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	ev->retransmits = BPF_CORE_READ(tp, total_retrans);
+	bpf_ringbuf_submit(ev, rb_flags());
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+	struct convis_conn_event *ev;
+	struct sock_info *si;
+	__u64 key = (__u64)sk;
+	__u64 now;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 0;
+
+	now = bpf_ktime_get_ns();
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		/* inside connect(): the current task is the connecting process */
+		if (oldstate == TCP_CLOSE)
+			track(sk, CONVIS_DIR_OUTBOUND, 1, now);
+		return 0;
+	case TCP_SYN_RECV:
+		/* a child socket cloned from a listener; the owner is named at accept */
+		if (oldstate == TCP_LISTEN)
+			track(sk, CONVIS_DIR_INBOUND, 0, now);
+		return 0;
+	case TCP_ESTABLISHED:
+		if (oldstate != TCP_SYN_SENT)
+			return 0;
+		si = bpf_map_lookup_elem(&socks, &key);
+		if (!si)
+			return 0;
+		ev = reserve_conn(CONVIS_EV_TCP_CONNECT, now);
+		if (!ev)
+			return 0;
+		copy_owner(ev, si);
+		read_tuple(sk, ev);
+		ev->old_state = oldstate;
+		ev->duration_ns = now - si->start_ns;
+		bpf_ringbuf_submit(ev, rb_flags());
+		return 0;
+	case TCP_CLOSE:
+		si = bpf_map_lookup_elem(&socks, &key);
+		if (!si)
+			return 0;
+		if (oldstate == TCP_SYN_SENT) {
+			ev = reserve_conn(CONVIS_EV_TCP_CONNECT_FAILED, now);
+			if (ev) {
+				copy_owner(ev, si);
+				read_tuple(sk, ev);
+				ev->old_state = oldstate;
+				ev->duration_ns = now - si->start_ns;
+				ev->error = BPF_CORE_READ(sk, sk_err);
+				if (ev->error == 0)
+					ev->error = ECONNABORTED;
+				bpf_ringbuf_submit(ev, rb_flags());
+			}
+		} else if (oldstate != TCP_SYN_RECV) {
+			/* SYN_RECV->CLOSE is a handshake that never completed */
+			emit_close(sk, si, oldstate, now);
+		}
+		bpf_map_delete_elem(&socks, &key);
+		return 0;
+	}
+	return 0;
+}
+
+/* The socket behind a file descriptor of the current task, or NULL. */
+static __always_inline struct sock *fd_to_sock(__u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline int on_accept_exit(long ret)
+{
+	struct convis_conn_event *ev;
+	struct sock_info *si;
+	struct sock *sk;
+	__u16 family;
+	__u64 key, now;
+
+	if (ret < 0)
+		return 0;
+	sk = fd_to_sock((__u32)ret);
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	key = (__u64)sk;
+	now = bpf_ktime_get_ns();
+	si = bpf_map_lookup_elem(&socks, &key);
+	if (si) {
+		fill_owner(si);
+	} else if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE) {
+		/* established before the agent started: track from now on */
+		track(sk, CONVIS_DIR_INBOUND, 1, now);
+		si = bpf_map_lookup_elem(&socks, &key);
+		if (si)
+			si->flags &= ~CONVIS_F_START_SEEN;
+	}
+
+	ev = reserve_conn(CONVIS_EV_TCP_ACCEPT, now);
+	if (!ev)
+		return 0;
+	if (si) {
+		copy_owner(ev, si);
+		ev->duration_ns = now - si->start_ns;
+	} else {
+		/* reset before accept(): closed already, report who accepted it */
+		struct sock_info tmp = {};
+
+		fill_owner(&tmp);
+		tmp.direction = CONVIS_DIR_INBOUND;
+		copy_owner(ev, &tmp);
+	}
+	read_tuple(sk, ev);
+	ev->old_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept_exit(ctx->ret);
+}
+
+/* ---- processes ---- */
+
+SEC("tracepoint/sched/sched_process_exec")
+int sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct convis_exec_event *ev;
+	unsigned long arg_start, arg_end, len;
+	__u32 off = ctx->__data_loc_filename & 0xFFFF;
+	long n;
+
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_PROC);
+		return 0;
+	}
+	ev->hdr.type = CONVIS_EV_EXEC;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.pid = bpf_get_current_pid_tgid() >> 32;
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->ppid = task_ppid(task);
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->_pad0 = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+
+	n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), (void *)ctx + off);
+	ev->filename_len = n > 0 ? n - 1 : 0;
+
+	arg_start = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	len = arg_end - arg_start;
+	if (len > CONVIS_ARGS_LEN)
+		len = CONVIS_ARGS_LEN;
+	ev->args_len = 0;
+	if (len > 0 && bpf_probe_read_user(ev->args, len, (void *)arg_start) == 0)
+		ev->args_len = len;
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int sched_process_exit(struct trace_event_raw_sched_process_exit *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct convis_task_event *ev;
+
+	/* only the end of a whole process, not of one of its threads */
+	if (bpf_core_field_exists(ctx->group_dead)) {
+		if (!BPF_CORE_READ(ctx, group_dead))
+			return 0;
+	} else if ((__u32)pid_tgid != pid_tgid >> 32) {
+		return 0;
+	}
+
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_PROC);
+		return 0;
+	}
+	ev->hdr.type = CONVIS_EV_EXIT;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.pid = pid_tgid >> 32;
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->ppid = task_ppid(task);
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->exit_code = BPF_CORE_READ(task, exit_code) >> 8;
+	ev->_pad0 = 0;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct convis_task_event *ev;
+
+	/* a new thread is not a new process */
+	if (child->pid != child->tgid)
+		return 0;
+
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_PROC);
+		return 0;
+	}
+	ev->hdr.type = CONVIS_EV_FORK;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.pid = child->tgid;
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->ppid = parent->tgid;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->exit_code = 0;
+	ev->_pad0 = 0;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), child->comm);
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * THE shared header: every record the kernel side writes to the ring buffer.
+ * Included by bpf/convis.bpf.c and native/addon.c; mirrored field by field in
+ * src/bpf/events.ts. Sizes are asserted here and checked against the addon's
+ * exported sizeof() values when the TypeScript side loads.
+ *
+ * Rules: fixed-width types only, padding spelled out, names carry units,
+ * every record starts with struct convis_header and is a multiple of 8 bytes.
+ */
+#ifndef CONVIS_EVENTS_H
+#define CONVIS_EVENTS_H
+
+#define CONVIS_COMM_LEN 16
+#define CONVIS_FILENAME_LEN 256
+#define CONVIS_ARGS_LEN 512
+
+enum convis_event_type {
+	CONVIS_EV_EXEC = 1,
+	CONVIS_EV_EXIT = 2,
+	CONVIS_EV_FORK = 3,
+	CONVIS_EV_TCP_CONNECT = 16,
+	CONVIS_EV_TCP_ACCEPT = 17,
+	CONVIS_EV_TCP_CLOSE = 18,
+	CONVIS_EV_TCP_CONNECT_FAILED = 19,
+	/* reserved for what comes next: 20+ TCP (live byte counts, listen),
+	 * 32+ UDP flows, 48+ start-up snapshot records. */
+};
+
+enum convis_direction {
+	CONVIS_DIR_UNKNOWN = 0,
+	CONVIS_DIR_OUTBOUND = 1,
+	CONVIS_DIR_INBOUND = 2,
+};
+
+/* struct convis_conn_event.flags */
+#define CONVIS_F_OWNER_KNOWN (1 << 0) /* pid/comm/uid name the owning process */
+#define CONVIS_F_START_SEEN (1 << 1)  /* duration counts from the first SYN */
+
+/*
+ * Per-CPU drop and health counters (map "stats"); userspace sums them.
+ * Every event the kernel side could not deliver lands in one of these.
+ */
+enum convis_stat {
+	CONVIS_STAT_RB_DROP_CONN = 0, /* ring buffer full: connection event lost */
+	CONVIS_STAT_RB_DROP_PROC = 1, /* ring buffer full: process event lost */
+	CONVIS_STAT_SOCKS_FULL = 2,   /* socket map full: connection not tracked */
+	CONVIS_STAT_MAX = 8,
+};
+
+struct convis_header {
+	__u16 type;   /* enum convis_event_type */
+	__u16 size;   /* sizeof the whole record */
+	__u32 pid;    /* tgid, host pid namespace; 0 when unknown */
+	__u64 ts_ns;  /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+};
+_Static_assert(sizeof(struct convis_header) == 16, "convis_header size");
+
+/* exit and fork */
+struct convis_task_event {
+	struct convis_header hdr;
+	__u32 ppid;
+	__u32 uid;
+	__s32 exit_code; /* exit: status >> 8; fork: 0 */
+	__u32 _pad0;
+	__u64 cgroup_id;
+	char comm[CONVIS_COMM_LEN];
+};
+_Static_assert(sizeof(struct convis_task_event) == 56, "convis_task_event size");
+
+struct convis_exec_event {
+	struct convis_header hdr;
+	__u32 ppid;
+	__u32 uid;
+	__u64 cgroup_id;
+	char comm[CONVIS_COMM_LEN];
+	__u16 filename_len; /* bytes in filename, NUL excluded */
+	__u16 args_len;     /* bytes of NUL-separated argv read */
+	__u32 _pad0;
+	char filename[CONVIS_FILENAME_LEN];
+	char args[CONVIS_ARGS_LEN];
+};
+_Static_assert(sizeof(struct convis_exec_event) == 824, "convis_exec_event size");
+
+/* connect, accept, close, connect_failed */
+struct convis_conn_event {
+	struct convis_header hdr;
+	__u32 tid;
+	__u32 uid;
+	__u64 conn_id;   /* unique per tracked socket for the agent's lifetime */
+	__u64 cgroup_id; /* the socket's cgroup v2 id (right even in softirq) */
+	__u32 netns;     /* network namespace inode */
+	__u16 family;    /* AF_INET or AF_INET6 */
+	__u8 proto;      /* IPPROTO_TCP */
+	__u8 direction;  /* enum convis_direction */
+	__u8 saddr[16];  /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];  /* remote address */
+	__u16 sport;     /* local port, host order */
+	__u16 dport;     /* remote port, host order */
+	__s32 error;     /* connect_failed: positive errno (0: aborted locally) */
+	__u64 bytes_sent;     /* payload bytes, retransmissions excluded */
+	__u64 bytes_received; /* payload bytes, FIN excluded */
+	__u64 duration_ns;
+	__u32 srtt_us;
+	__u32 retransmits;    /* lifetime retransmitted segments */
+	char comm[CONVIS_COMM_LEN];
+	__u32 ppid;
+	__u8 old_state;  /* TCP state before the transition that made the event */
+	__u8 flags;      /* CONVIS_F_* */
+	__u16 _pad0;
+};
+_Static_assert(sizeof(struct convis_conn_event) == 144, "convis_conn_event size");
+
+#endif /* CONVIS_EVENTS_H */

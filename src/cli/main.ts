@@ -1,0 +1,153 @@
+/**
+ * convis entry point: wiring only. config -> tracer -> enrich -> sinks.
+ */
+import { readFileSync } from 'node:fs';
+import { parseConfig, type Config } from '../config/config.js';
+import { ConfigError } from '../config/errors.js';
+import { Enricher } from '../metadata/enrich.js';
+import { ProcessCache } from '../metadata/process-cache.js';
+import { createSinks, sinkHelp, validateSinkSpecs } from '../sinks/index.js';
+import type { Sink } from '../sinks/sink.js';
+import { BpfError } from '../tracer/errors.js';
+import { Tracer } from '../tracer/tracer.js';
+import { createLogger, type Logger } from '../util/log.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const HELP = `convis: every TCP connection on this node, with the process behind it
+
+Usage: convis [--sink SPEC]... [options]
+
+Options:
+  --sink TYPE[,key=value]...  where events go; may be repeated (default: stdout)
+  --node-name NAME            node name on every event (default: $NODE_NAME, else the host name)
+  --btf FILE                  kernel BTF, for kernels without /sys/kernel/btf/vmlinux
+  --proc-root DIR             procfs to read processes from (default: /proc)
+  --sys-root DIR              sysfs root (default: /sys)
+  --ring-buffer-mib N         kernel-to-agent ring buffer size, a power of two (default: 16)
+  -v, --verbose               log what the agent does
+  -h, --help                  this text
+  -V, --version               the version
+
+Sinks:
+${sinkHelp()}
+
+Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
+`;
+
+interface Counts {
+  connect: number;
+  accept: number;
+  close: number;
+  connect_failed: number;
+  exec: number;
+  exit: number;
+  fork: number;
+}
+
+async function run(config: Config, log: Logger): Promise<number> {
+  validateSinkSpecs(config.sinks);
+  const tracer = Tracer.open({ ringBytes: config.ringBytes, sysRoot: config.sysRoot, ...(config.btfPath ? { btfPath: config.btfPath } : {}) });
+
+  let stopping: Promise<void> | undefined;
+  let resolveDone: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => (resolveDone = resolve));
+  const sinks: Sink[] = createSinks(config.sinks, {
+    onClosed: (name) => {
+      log.debug(`sink ${name} closed by its reader; stopping`);
+      void shutdown();
+    },
+  });
+  const processes = new ProcessCache({ procRoot: config.procRoot });
+  const enricher = new Enricher({ processes, node: config.nodeName, toEpochNs: (ns) => tracer.toEpochNs(ns) });
+  const counts: Counts = { connect: 0, accept: 0, close: 0, connect_failed: 0, exec: 0, exit: 0, fork: 0 };
+
+  tracer.start((records) => {
+    for (const r of records) counts[r.kind]++;
+    const events = enricher.batch(records);
+    if (events.length === 0) return;
+    for (const sink of sinks) sink.write(events);
+  });
+  // after attach, so no process can slip between the scan and the exec events
+  processes.scan();
+  const gcTimer = setInterval(() => processes.gc(Date.now()), 30_000);
+  gcTimer.unref();
+
+  log.info(`ready: ${tracer.programs.length} programs attached, node ${config.nodeName}, sinks ${config.sinks.map((s) => s.type).join(', ')}`);
+  log.debug(`programs: ${tracer.programs.join(', ')}`);
+
+  let lostReported = 0;
+  const healthTimer = setInterval(() => {
+    const s = tracer.stats();
+    const lost = s.lostConnEvents + s.lostProcEvents;
+    if (lost > lostReported) {
+      log.warn(`the kernel dropped ${lost - lostReported} events (ring buffer full); raise --ring-buffer-mib`);
+      lostReported = lost;
+    }
+  }, 5_000);
+  healthTimer.unref();
+
+  function shutdown(): Promise<void> {
+    stopping ??= (async () => {
+      clearInterval(gcTimer);
+      clearInterval(healthTimer);
+      await tracer.stop();
+      await Promise.all(sinks.map((s) => s.close()));
+      resolveDone();
+    })();
+    return stopping;
+  }
+  // a second signal gets the default action: immediate exit
+  process.once('SIGINT', () => void shutdown());
+  process.once('SIGTERM', () => void shutdown());
+  await done;
+
+  const s = tracer.stats();
+  const summary = {
+    events: counts,
+    lost: s.lostConnEvents + s.lostProcEvents,
+    lost_conn_events: s.lostConnEvents,
+    lost_proc_events: s.lostProcEvents,
+    untracked_sockets: s.untrackedSockets,
+    malformed: s.malformed,
+    processes: processes.stats(),
+    sinks: Object.fromEntries(sinks.map((k) => [k.name, k.stats()])),
+  };
+  log.info(`summary ${JSON.stringify(summary)}`);
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let log = createLogger(false);
+  try {
+    const config = parseConfig(argv, process.env);
+    log = createLogger(config.verbose);
+    if (config.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (config.version) {
+      process.stdout.write(`convis ${version()}\n`);
+      return 0;
+    }
+    return await run(config, log);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      log.info(`${e.message} (see convis --help)`);
+      return 2;
+    }
+    if (e instanceof BpfError) {
+      log.info(e.message);
+      if (e.detail) log.debug(`libbpf said:\n${e.detail.trimEnd()}`);
+      return 1;
+    }
+    if (e instanceof RangeError || e instanceof TypeError) {
+      log.info(e.message);
+      return 2;
+    }
+    throw e;
+  }
+}

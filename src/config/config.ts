@@ -1,0 +1,73 @@
+/**
+ * The one typed Config, parsed and validated once from flags and the
+ * environment. Nothing else reads process.argv or process.env.
+ */
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { ConfigError } from './errors.js';
+import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
+
+export interface Config {
+  sinks: SinkSpec[];
+  verbose: boolean;
+  help: boolean;
+  version: boolean;
+  nodeName: string;
+  btfPath?: string;
+  procRoot: string;
+  sysRoot: string;
+  ringBytes: number;
+}
+
+const MIB = 1 << 20;
+
+function positiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) {
+    throw new ConfigError(`${flag} must be a positive whole number, not "${text}"`);
+  }
+  return n;
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        sink: { type: 'string', multiple: true },
+        verbose: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+        'node-name': { type: 'string' },
+        btf: { type: 'string' },
+        'proc-root': { type: 'string' },
+        'sys-root': { type: 'string' },
+        'ring-buffer-mib': { type: 'string' },
+      },
+    }));
+  } catch (e) {
+    // parseArgs' messages are one sentence already; drop its hints after the first line
+    throw new ConfigError((e as Error).message.split('\n')[0] ?? String(e));
+  }
+  const sinks = (values.sink ?? ['stdout']).map(parseSinkSpec);
+  const ringMib = values['ring-buffer-mib'] === undefined ? 16 : positiveInt('--ring-buffer-mib', values['ring-buffer-mib']);
+  if ((ringMib & (ringMib - 1)) !== 0 || ringMib > 1024) {
+    throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${ringMib}`);
+  }
+  const nodeName = values['node-name'] ?? env.NODE_NAME ?? hostname();
+  if (nodeName.trim() === '') throw new ConfigError('--node-name must not be empty');
+  return {
+    sinks,
+    verbose: values.verbose ?? false,
+    help: values.help ?? false,
+    version: values.version ?? false,
+    nodeName,
+    ...(values.btf !== undefined ? { btfPath: values.btf } : {}),
+    procRoot: values['proc-root'] ?? '/proc',
+    sysRoot: values['sys-root'] ?? '/sys',
+    ringBytes: ringMib * MIB,
+  };
+}

@@ -1,0 +1,154 @@
+/**
+ * Process details by pid, fed by the kernel's exec/fork/exit records and by
+ * procfs. A process that exits stays for `exitedTtlMs`, so connections that
+ * close after their owner is gone (or an owner that connected and exited
+ * within a millisecond) are still attributed with its command line.
+ */
+import { isAbsolute, join } from 'node:path';
+import { readlinkSync, readFileSync } from 'node:fs';
+import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
+import { ARGS_LEN } from '../bpf/events.js';
+import { listPids, parseCmdline, readProcess, type ProcessInfo } from './proc.js';
+
+export interface ProcessCacheOptions {
+  procRoot: string;
+  /** how long an exited process stays known (default 120 s) */
+  exitedTtlMs?: number;
+  /** most entries kept; the oldest exited ones go first (default 65536) */
+  maxEntries?: number;
+}
+
+export interface ProcessCacheStats {
+  size: number;
+  /** lookups answered from what the kernel told us or an earlier read */
+  hits: number;
+  /** lookups that had to read procfs */
+  procfsReads: number;
+  /** lookups for a process that was gone from procfs too: kernel facts only */
+  unresolved: number;
+  evicted: number;
+}
+
+/** What the kernel knows about a process when procfs cannot help. */
+export interface ProcessHint {
+  comm: string;
+  ppid: number;
+  uid: number;
+}
+
+interface Entry {
+  info: ProcessInfo;
+  exitedAtMs?: number;
+}
+
+export class ProcessCache {
+  private readonly entries = new Map<number, Entry>();
+  private readonly procRoot: string;
+  private readonly exitedTtlMs: number;
+  private readonly maxEntries: number;
+  private readonly counters = { hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 };
+
+  constructor(options: ProcessCacheOptions) {
+    this.procRoot = options.procRoot;
+    this.exitedTtlMs = options.exitedTtlMs ?? 120_000;
+    this.maxEntries = options.maxEntries ?? 65536;
+  }
+
+  /** Loads every running process; call once, after the tracer is attached. */
+  scan(): void {
+    for (const pid of listPids(this.procRoot)) {
+      if (this.entries.has(pid)) continue;
+      const info = readProcess(this.procRoot, pid);
+      if (info) this.set(pid, { info });
+    }
+  }
+
+  onExec(r: ExecRecord): void {
+    let argv = r.argv;
+    // argv longer than the kernel copies: the live process has the rest
+    if (argv.join('\0').length + 1 >= ARGS_LEN) {
+      try {
+        argv = parseCmdline(readFileSync(join(this.procRoot, String(r.pid), 'cmdline')));
+      } catch {
+        // gone already: keep the truncated copy
+      }
+    }
+    let exe = r.filename;
+    if (!isAbsolute(exe)) {
+      try {
+        exe = readlinkSync(join(this.procRoot, String(r.pid), 'exe'));
+      } catch {
+        // gone already: keep the path as given to execve
+      }
+    }
+    const cmd = argv.length > 0 ? argv.join(' ') : r.filename;
+    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe } });
+  }
+
+  /** A new process (not thread) starts as a copy of its parent. */
+  onFork(r: TaskRecord): void {
+    const parent = this.entries.get(r.ppid)?.info;
+    this.set(r.pid, {
+      info: {
+        pid: r.pid,
+        ppid: r.ppid,
+        uid: r.uid,
+        comm: r.comm,
+        cmd: parent?.cmd ?? r.comm,
+        exe: parent?.exe ?? '',
+      },
+    });
+  }
+
+  onExit(r: TaskRecord, nowMs: number): void {
+    const e = this.entries.get(r.pid);
+    if (e) e.exitedAtMs = nowMs;
+  }
+
+  /** Details of a pid; procfs on a miss; the kernel's hint when the process is gone. */
+  get(pid: number, hint: ProcessHint): ProcessInfo {
+    const e = this.entries.get(pid);
+    if (e) {
+      this.counters.hits++;
+      return e.info;
+    }
+    this.counters.procfsReads++;
+    const read = readProcess(this.procRoot, pid);
+    if (read) {
+      this.set(pid, { info: read });
+      return read;
+    }
+    this.counters.unresolved++;
+    return { pid, ppid: hint.ppid, uid: hint.uid, comm: hint.comm, cmd: '', exe: '' };
+  }
+
+  /** Forgets processes that exited more than the TTL ago. Runs on a timer. */
+  gc(nowMs: number): void {
+    for (const [pid, e] of this.entries) {
+      if (e.exitedAtMs !== undefined && nowMs - e.exitedAtMs > this.exitedTtlMs) this.entries.delete(pid);
+    }
+  }
+
+  stats(): ProcessCacheStats {
+    return { size: this.entries.size, ...this.counters };
+  }
+
+  private set(pid: number, entry: Entry): void {
+    this.entries.delete(pid); // re-insert: Map order is then oldest-first
+    this.entries.set(pid, entry);
+    if (this.entries.size <= this.maxEntries) return;
+    // over the cap: drop the oldest exited entry, else the oldest entry
+    let victim: number | undefined;
+    for (const [p, e] of this.entries) {
+      if (e.exitedAtMs !== undefined) {
+        victim = p;
+        break;
+      }
+    }
+    victim ??= this.entries.keys().next().value;
+    if (victim !== undefined) {
+      this.entries.delete(victim);
+      this.counters.evicted++;
+    }
+  }
+}

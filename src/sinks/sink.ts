@@ -1,0 +1,20 @@
+import type { ConnectionEvent } from '../metadata/event.js';
+
+/**
+ * The one sink contract (after pino's transports). write() must not block
+ * the capture path for long: a sink that talks to the network owns a
+ * bounded queue, retries and counts what it drops. close() flushes.
+ */
+export interface Sink {
+  readonly name: string;
+  write(events: readonly ConnectionEvent[]): void;
+  close(): Promise<void>;
+  stats(): SinkStats;
+}
+
+export interface SinkStats {
+  /** events handed on (written, or accepted by the backend) */
+  sent: number;
+  /** events that could not be written and will not be retried */
+  dropped: number;
+}

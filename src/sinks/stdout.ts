@@ -1,0 +1,101 @@
+/**
+ * stdout sink: one line per connection event, readable text (default) or
+ * JSON (format=json). The JSON keys are the documented event format.
+ */
+import type { Writable } from 'node:stream';
+import type { ConnectionEvent, Endpoint } from '../metadata/event.js';
+import { rfc3339Nano } from '../util/time.js';
+import type { Sink, SinkStats } from './sink.js';
+
+export type StdoutFormat = 'text' | 'json';
+
+/** The documented JSON object for one event (snake_case keys). */
+export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
+  const o: Record<string, unknown> = {
+    time: rfc3339Nano(e.timeNs),
+    event: e.event,
+    proto: e.proto,
+    direction: e.direction,
+    local: e.local,
+    remote: e.remote,
+    process: e.process,
+    node: e.node,
+    cgroup_id: e.cgroupId,
+    netns: e.netns,
+    conn_id: e.connId,
+  };
+  if (e.event === 'close') {
+    o.bytes_sent = e.bytesSent;
+    o.bytes_received = e.bytesReceived;
+    o.duration_ms = e.durationMs;
+    o.srtt_us = e.srttUs;
+    o.retransmits = e.retransmits;
+  } else if (e.event === 'connect_failed') {
+    o.error = e.error;
+  }
+  return o;
+}
+
+const hostPort = (p: Endpoint) => (p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`);
+
+/** One readable line, e.g. "... close tcp 10.0.0.1:5000 -> 10.0.0.2:80 pid=1 comm=curl sent=10 ...". */
+export function toTextLine(e: ConnectionEvent): string {
+  const arrow = e.direction === 'outbound' ? '->' : '<-';
+  let line = `${rfc3339Nano(e.timeNs)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)} ${arrow} ${hostPort(e.remote)}`;
+  line += e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
+  if (e.event === 'close') {
+    line += ` sent=${e.bytesSent} received=${e.bytesReceived} duration=${e.durationMs?.toFixed(3)}ms srtt=${e.srttUs}us retrans=${e.retransmits}`;
+  } else if (e.event === 'connect_failed') {
+    line += ` error=${e.error}`;
+  }
+  if (e.process?.cmd) line += ` cmd=${JSON.stringify(e.process.cmd)}`;
+  return line;
+}
+
+export interface StdoutSinkOptions {
+  format: StdoutFormat;
+  stream?: Writable;
+  /** called once when the stream is closed by its reader (EPIPE) */
+  onClosed?: () => void;
+}
+
+export class StdoutSink implements Sink {
+  readonly name = 'stdout';
+  private readonly stream: Writable;
+  private readonly format: (e: ConnectionEvent) => string;
+  private readonly counters: SinkStats = { sent: 0, dropped: 0 };
+  private broken = false;
+
+  constructor(options: StdoutSinkOptions) {
+    this.stream = options.stream ?? process.stdout;
+    this.format = options.format === 'json' ? (e) => JSON.stringify(toJsonObject(e)) : toTextLine;
+    this.stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.broken) return;
+      this.broken = true;
+      if (err.code === 'EPIPE') options.onClosed?.();
+      else throw err;
+    });
+  }
+
+  write(events: readonly ConnectionEvent[]): void {
+    if (events.length === 0) return;
+    if (this.broken) {
+      this.counters.dropped += events.length;
+      return;
+    }
+    // one write per batch, not per event
+    let out = '';
+    for (const e of events) out += `${this.format(e)}\n`;
+    this.stream.write(out);
+    this.counters.sent += events.length;
+  }
+
+  async close(): Promise<void> {
+    if (this.broken || this.stream === process.stdout) return;
+    await new Promise<void>((resolve) => this.stream.end(resolve));
+  }
+
+  stats(): SinkStats {
+    return { ...this.counters };
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Checks made before anything is loaded, so that a missing privilege or
+ * kernel feature is one sentence instead of a libbpf errno.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfError } from './errors.js';
+
+const CAP_SYS_ADMIN = 21n;
+const CAP_PERFMON = 38n;
+const CAP_BPF = 39n;
+
+/** Parses the CapEff mask out of /proc/<pid>/status text. */
+export function effectiveCaps(statusText: string): bigint {
+  const m = /^CapEff:\s*([0-9a-fA-F]+)$/m.exec(statusText);
+  return m?.[1] ? BigInt(`0x${m[1]}`) : 0n;
+}
+
+const has = (caps: bigint, cap: bigint) => (caps >> cap) & 1n;
+
+/** Loading and attaching tracepoint programs needs CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN). */
+export function checkPrivileges(statusText: string, uid: number): void {
+  const caps = effectiveCaps(statusText);
+  if (has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) return;
+  throw new BpfError(
+    'EPERM',
+    `convis must run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (running as uid ${uid} without them)`,
+  );
+}
+
+/** The kernel's BTF (CO-RE relocations need it), or an explicit --btf file. */
+export function checkBtf(sysRoot: string, btfPath?: string): void {
+  if (btfPath !== undefined) {
+    if (!existsSync(btfPath)) throw new BpfError('ENOENT', `the BTF file given with --btf does not exist: ${btfPath}`);
+    return;
+  }
+  const path = join(sysRoot, 'kernel/btf/vmlinux');
+  if (!existsSync(path)) {
+    throw new BpfError(
+      'ENOTSUP',
+      `this kernel has no BTF (${path} is missing): convis needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, or a BTF file for it given with --btf`,
+    );
+  }
+}
+
+export type Mounter = (dir: string) => void;
+
+const mountTracefs: Mounter = (dir) => {
+  execFileSync('mount', ['-t', 'tracefs', 'nodev', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+};
+
+/**
+ * libbpf finds tracepoint ids in tracefs. When it is not mounted (common in
+ * containers and minimal hosts), mount it, as bpftrace and bcc expect too.
+ */
+export function ensureTracefs(sysRoot: string, mount: Mounter = mountTracefs): void {
+  const dirs = [join(sysRoot, 'kernel/tracing'), join(sysRoot, 'kernel/debug/tracing')];
+  if (dirs.some((d) => existsSync(join(d, 'events')))) return;
+  const target = dirs[0] as string;
+  try {
+    mount(target);
+  } catch (e) {
+    const why = e instanceof Error && 'stderr' in e ? String((e as { stderr: unknown }).stderr).trim() : String(e);
+    throw new BpfError(
+      'ENOTRACEFS',
+      `tracefs is not mounted and mounting it at ${target} failed (${why || 'unknown error'}); mount it with: mount -t tracefs nodev ${target}`,
+    );
+  }
+  if (!existsSync(join(target, 'events'))) {
+    throw new BpfError('ENOTRACEFS', `tracefs mounted at ${target} has no events directory`);
+  }
+}
+
+/** Runs every check in the order a user would fix them. */
+export function preflight(opts: { sysRoot: string; btfPath?: string; procSelfStatus?: string }): void {
+  const status = opts.procSelfStatus ?? readFileSync('/proc/self/status', 'utf8');
+  checkPrivileges(status, process.getuid?.() ?? -1);
+  checkBtf(opts.sysRoot, opts.btfPath);
+  ensureTracefs(opts.sysRoot);
+}
