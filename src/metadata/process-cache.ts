@@ -4,7 +4,7 @@
  * close after their owner is gone (or an owner that connected and exited
  * within a millisecond) are still attributed with its command line.
  */
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import { readlinkSync, readFileSync } from 'node:fs';
 import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
 import { ARGS_LEN } from '../bpf/events.js';
@@ -73,13 +73,13 @@ export class ProcessCache {
         // gone already: keep the truncated copy
       }
     }
+    // the resolved executable while the process lives (as /proc/<pid>/exe
+    // shows it); for one already gone, the path it was started with
     let exe = r.filename;
-    if (!isAbsolute(exe)) {
-      try {
-        exe = readlinkSync(join(this.procRoot, String(r.pid), 'exe'));
-      } catch {
-        // gone already: keep the path as given to execve
-      }
+    try {
+      exe = readlinkSync(join(this.procRoot, String(r.pid), 'exe'));
+    } catch {
+      // exited already
     }
     const cmd = argv.length > 0 ? argv.join(' ') : r.filename;
     this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe } });

@@ -1,0 +1,162 @@
+/**
+ * Runs the real agent (bin/convis) for privileged tests and collects the
+ * JSON events it prints.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const convisBin = join(repoRoot, 'bin/convis');
+export const peersScript = join(repoRoot, 'test/helpers/peers.py');
+
+/** Why privileged tests cannot run here, or undefined when they can. */
+export function privilegedSkipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (run the suite as root: sudo npm test)';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'the kernel has no BTF (/sys/kernel/btf/vmlinux)';
+  return undefined;
+}
+
+/** Skips loudly: the reason goes to stderr as well as into the test report. */
+export function skipReasonLoudly(): string | false {
+  const why = privilegedSkipReason();
+  if (why) process.stderr.write(`\n*** SKIPPING privileged tests: ${why} ***\n\n`);
+  return why ?? false;
+}
+
+export interface JsonEvent {
+  time: string;
+  event: 'connect' | 'accept' | 'close' | 'connect_failed';
+  proto: string;
+  direction: 'outbound' | 'inbound';
+  local: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  process: { pid: number; ppid: number; uid: number; comm: string; cmd: string; exe: string } | null;
+  node: string;
+  cgroup_id: number;
+  netns: number;
+  conn_id: number;
+  bytes_sent?: number;
+  bytes_received?: number;
+  duration_ms?: number;
+  srtt_us?: number;
+  retransmits?: number;
+  error?: string;
+}
+
+export interface AgentResult {
+  code: number | null;
+  stderr: string;
+  summary: Record<string, unknown> | undefined;
+}
+
+export class Agent {
+  readonly events: JsonEvent[] = [];
+  stderr = '';
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<number | null>;
+
+  private constructor(child: ChildProcess) {
+    this.child = child;
+    this.exited = new Promise((res) => child.once('exit', (code) => res(code)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      this.events.push(JSON.parse(line) as JsonEvent);
+    });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (this.stderr += d));
+  }
+
+  /** Starts bin/convis with a JSON stdout sink and waits until it is tracing. */
+  static async start(extraArgs: string[] = []): Promise<Agent> {
+    const child = spawn(process.execPath, [convisBin, '--sink', 'stdout,format=json', ...extraArgs], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const agent = new Agent(child);
+    const deadline = Date.now() + 30_000;
+    while (!agent.stderr.includes('convis: ready')) {
+      if (child.exitCode !== null) throw new Error(`agent exited early (${child.exitCode}): ${agent.stderr}`);
+      if (Date.now() > deadline) throw new Error(`agent not ready after 30 s: ${agent.stderr}`);
+      await sleep(20);
+    }
+    return agent;
+  }
+
+  /** Waits until `pred` holds for the events seen so far. */
+  async waitFor(pred: (events: JsonEvent[]) => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred(this.events)) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; have ${JSON.stringify(this.events.slice(-10))}`);
+      await sleep(20);
+    }
+  }
+
+  /** SIGTERM, then the exit code and the summary line. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<AgentResult> {
+    if (this.child.exitCode === null) this.child.kill(signal);
+    const code = await this.exited;
+    const m = /convis: summary (.*)$/m.exec(this.stderr);
+    return { code, stderr: this.stderr, summary: m?.[1] ? (JSON.parse(m[1]) as Record<string, unknown>) : undefined };
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+let peerExe: string | undefined;
+
+/**
+ * A python3 binary reachable under the name "convis-peer", so the peers'
+ * comm is unmistakable in events (comm is the basename execve was given).
+ */
+export function peerExecutable(): string {
+  if (peerExe) return peerExe;
+  const real = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim();
+  if (!real) throw new Error('python3 is needed for the privileged tests');
+  const dir = mkdtempSync(join(tmpdir(), 'convis-peer-'));
+  peerExe = join(dir, 'convis-peer');
+  symlinkSync(real, peerExe);
+  return peerExe;
+}
+
+export interface Peer {
+  child: ChildProcess;
+  pid: number;
+  /** lines printed so far */
+  lines: string[];
+  /** resolves with the first line starting with `prefix` */
+  line(prefix: string, timeoutMs?: number): Promise<string>;
+  exited: Promise<number | null>;
+}
+
+/** Starts peers.py with a role, optionally inside a network namespace. */
+export function startPeer(args: string[], netns?: string): Peer {
+  const argv = [peerExecutable(), peersScript, ...args];
+  const child = netns
+    ? spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
+  const exited = new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  return {
+    child,
+    pid: child.pid!,
+    lines,
+    exited,
+    async line(prefix, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const l = lines.find((x) => x.startsWith(prefix));
+        if (l !== undefined) return l.slice(prefix.length).trim();
+        if (child.exitCode !== null && !lines.some((x) => x.startsWith(prefix))) {
+          throw new Error(`peer ${args.join(' ')} exited (${child.exitCode}) without "${prefix}"`);
+        }
+        if (Date.now() > deadline) throw new Error(`peer ${args.join(' ')}: no "${prefix}" line`);
+        await sleep(10);
+      }
+    },
+  };
+}
