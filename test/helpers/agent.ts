@@ -5,11 +5,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+import { repoRoot } from './paths.js';
+export { repoRoot };
 export const convisBin = join(repoRoot, 'bin/convis');
 export const peersScript = join(repoRoot, 'test/helpers/peers.py');
 

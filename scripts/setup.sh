@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets a fresh Debian 12 machine up to build, run and test convis, as root:
+# Debian packages (toolchain, libbpf, test peers), npm packages, the build.
+# Safe to run again; installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+# build: clang/llvm (BPF object), bpftool (vmlinux.h, skeleton), libbpf-dev,
+# build-essential + python3 (node-gyp); run: libbpf1, libelf1, zlib1g;
+# tests: iproute2 (network namespaces), util-linux (setpriv), python3 (peers)
+pkgs=(clang llvm bpftool libbpf-dev libbpf1 libelf1 zlib1g build-essential python3 iproute2 util-linux ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+bash scripts/build.sh

@@ -1,0 +1,57 @@
+/**
+ * The agent's life cycle as a user meets it: refusing to start without
+ * privileges or BTF, and detaching cleanly with everything flushed on
+ * SIGINT/SIGTERM.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { Agent, convisBin, skipReasonLoudly, startPeer } from '../helpers/agent.js';
+
+const skip = skipReasonLoudly();
+
+/** Ids of the BPF programs loaded in the kernel right now, by name. */
+function loadedPrograms(): Map<number, string> {
+  const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' });
+  return new Map((JSON.parse(out) as { id: number; name?: string }[]).map((p) => [p.id, p.name ?? '']));
+}
+
+describe('agent life cycle', { skip }, () => {
+  test('without root privileges: one line, exit 1', () => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, convisBin], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^convis: convis must run as root or with CAP_BPF, CAP_PERFMON.* \(running as uid 65534 without them\)\n$/);
+  });
+
+  test('a BTF file that does not exist: one line, exit 1', () => {
+    const r = spawnSync(process.execPath, [convisBin, '--btf', '/nonexistent/vmlinux'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, 'convis: the BTF file given with --btf does not exist: /nonexistent/vmlinux\n');
+  });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    test(`${signal}: events made just before are flushed, programs detached, exit 0`, async () => {
+      const agent = await Agent.start();
+      const before = loadedPrograms();
+      const ours = [...before].filter(([, name]) => name === 'inet_sock_set_state').map(([id]) => id);
+      assert.ok(ours.length > 0, `programs are loaded while running: ${[...before.values()].join(', ')}`);
+      const server = startPeer(['server', '127.0.0.1', '7', '9']);
+      const port = Number(await server.line('port'));
+      const client = startPeer(['client', '127.0.0.1', String(port), '9', '7']);
+      await client.exited;
+      await server.exited;
+      // no waiting for the events: the signal must not lose what is in flight
+      const r = await agent.stop(signal);
+      assert.equal(r.code, 0, r.stderr);
+      const mine = agent.events.filter((e) => e.local.port === port || e.remote.port === port);
+      assert.deepEqual(mine.map((e) => e.event).sort(), ['accept', 'close', 'close', 'connect']);
+      assert.equal(r.summary?.lost, 0);
+      const after = loadedPrograms();
+      assert.deepEqual(ours.filter((id) => after.has(id)), [], 'programs are gone after exit');
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    });
+  }
+});

@@ -1,0 +1,106 @@
+/**
+ * The decoder against raw ring-buffer records captured from a real run
+ * (test/fixtures/capture-raw.mjs). The expected facts come from the
+ * scenario's own process, not from the decoder.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { decodeBatch, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
+import { ConnEvent, Header } from '../../src/bpf/events.js';
+import { repoRoot } from '../helpers/paths.js';
+
+interface Facts {
+  pid: number;
+  ppid: number;
+  uid: number;
+  exchanges: { host: string; server_port: number; client_port: number; client_sends: number; server_sends: number }[];
+  refused: { port: number; errno: number };
+  records: number;
+}
+
+const dir = join(repoRoot, 'test/fixtures/raw');
+const raw = readFileSync(join(dir, 'scenario.bin'));
+const facts = JSON.parse(readFileSync(join(dir, 'scenario.json'), 'utf8')) as Facts;
+
+test('every captured record decodes, none malformed', () => {
+  const { records, malformed } = decodeBatch(raw, facts.records);
+  assert.equal(malformed, 0);
+  assert.equal(records.length, facts.records);
+});
+
+test('each exchange: connect, accept and two closes with ports, owner and exact bytes', () => {
+  const { records } = decodeBatch(raw, facts.records);
+  const conns = records.filter((r): r is ConnRecord => r.kind !== 'exec' && r.kind !== 'exit' && r.kind !== 'fork');
+  for (const x of facts.exchanges) {
+    const out = conns.filter((r) => r.direction === 'outbound' && r.localPort === x.client_port && r.remotePort === x.server_port);
+    const inb = conns.filter((r) => r.direction === 'inbound' && r.localPort === x.server_port && r.remotePort === x.client_port);
+    assert.deepEqual(out.map((r) => r.kind).sort(), ['close', 'connect'], `outbound of ${x.host}`);
+    assert.deepEqual(inb.map((r) => r.kind).sort(), ['accept', 'close'], `inbound of ${x.host}`);
+    for (const r of [...out, ...inb]) {
+      assert.equal(r.pid, facts.pid);
+      assert.equal(r.ppid, facts.ppid);
+      assert.equal(r.uid, facts.uid);
+      assert.equal(r.localIp, x.host);
+      assert.equal(r.remoteIp, x.host);
+      assert.equal(r.family, x.host.includes(':') ? 6 : 4);
+      assert.ok(r.ownerKnown);
+      assert.ok(r.netns > 0);
+      assert.ok(r.tsNs > 0n);
+    }
+    const cclose = out.find((r) => r.kind === 'close')!;
+    const sclose = inb.find((r) => r.kind === 'close')!;
+    assert.equal(cclose.bytesSent, x.client_sends);
+    assert.equal(cclose.bytesReceived, x.server_sends);
+    assert.equal(sclose.bytesSent, x.server_sends);
+    assert.equal(sclose.bytesReceived, x.client_sends);
+    assert.ok(cclose.durationMs > 0 && cclose.durationMs < 10_000);
+    assert.equal(out[0]!.connId, out[1]!.connId);
+  }
+});
+
+test('the refused connect decodes as connect_failed with errno 111', () => {
+  const { records } = decodeBatch(raw, facts.records);
+  const failed = records.filter((r) => r.kind === 'connect_failed') as ConnRecord[];
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]!.remotePort, facts.refused.port);
+  assert.equal(failed[0]!.error, facts.refused.errno);
+  assert.equal(failed[0]!.localIp, '127.0.0.1');
+});
+
+test('process records: fork, exec with argv, exit', () => {
+  const { records } = decodeBatch(raw, facts.records);
+  const mine = records.filter((r) => r.pid === facts.pid);
+  assert.ok(mine.some((r) => r.kind === 'fork'));
+  assert.ok(mine.some((r) => r.kind === 'exit'));
+  const execs = mine.filter((r): r is ExecRecord => r.kind === 'exec');
+  const last = execs[execs.length - 1]!;
+  assert.match(last.filename, /python3/);
+  assert.equal(last.argv[last.argv.length - 1], 'capture-tag');
+  assert.match(last.argv[1]!, /scenario\.py$/);
+  assert.match(last.comm, /python3/);
+});
+
+test('records come in kernel order: each socket connects before it closes', () => {
+  const { records } = decodeBatch(raw, facts.records);
+  const seen = new Set<number>();
+  for (const r of records) {
+    if (r.kind === 'connect' || r.kind === 'accept') seen.add(r.connId);
+    if (r.kind === 'close') assert.ok(seen.has(r.connId), `close before open of ${r.connId}`);
+  }
+});
+
+test('a truncated or unknown record is counted as malformed, not thrown', () => {
+  const one = Buffer.alloc(4 + ConnEvent.size);
+  one.writeUInt32LE(ConnEvent.size, 0);
+  one.writeUInt16LE(99, 4 + Header.type);
+  assert.deepEqual(decodeBatch(one, 1), { records: [], malformed: 1 });
+  const short = Buffer.alloc(4 + Header.size);
+  short.writeUInt32LE(Header.size, 0);
+  short.writeUInt16LE(18, 4 + Header.type); // a close needs 144 bytes
+  assert.equal(decodeBatch(short, 1).malformed, 1);
+  const lying = Buffer.alloc(8);
+  lying.writeUInt32LE(4096, 0); // claims more bytes than the batch holds
+  assert.equal(decodeBatch(lying, 1).malformed, 1);
+});

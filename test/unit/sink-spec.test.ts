@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseConfig } from '../../src/config/config.js';
+import { ConfigError } from '../../src/config/errors.js';
+import { parseSinkSpec } from '../../src/config/sink-spec.js';
+import { validateSinkSpecs } from '../../src/sinks/index.js';
+
+test('good sink specs parse into type and options', () => {
+  const cases: [string, string, Record<string, string>][] = [
+    ['stdout', 'stdout', {}],
+    ['stdout,format=json', 'stdout', { format: 'json' }],
+    ['prometheus,endpoint=http://h:9090/api/v1/write,username=u,password=p=q', 'prometheus', {
+      endpoint: 'http://h:9090/api/v1/write',
+      username: 'u',
+      password: 'p=q',
+    }],
+    ['newrelic,account=1,key=a\\,b', 'newrelic', { account: '1', key: 'a,b' }],
+    ['stdout,format=', 'stdout', { format: '' }],
+  ];
+  for (const [spec, type, options] of cases) {
+    const got = parseSinkSpec(spec);
+    assert.equal(got.type, type, spec);
+    assert.deepEqual({ ...got.options }, options, spec);
+  }
+});
+
+test('malformed sink specs are one ConfigError that never echoes values', () => {
+  const cases: [string, RegExp][] = [
+    ['', /needs a type/],
+    [',format=json', /needs a type/],
+    ['Std Out', /lower-case word/],
+    ['stdout,format', /argument 1 must be key=value/],
+    ['stdout,=json', /argument 1 must be key=value/],
+    ['prometheus,password=hunter2,password=x', /password is given twice/],
+  ];
+  for (const [spec, re] of cases) {
+    assert.throws(() => parseSinkSpec(spec), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, spec);
+      assert.match(e.message, re);
+      assert.doesNotMatch(e.message, /hunter2/);
+      assert.equal(e.message.includes('\n'), false);
+      return true;
+    });
+  }
+});
+
+test('sink validation: unknown type, unknown key, bad format value', () => {
+  const cases: [string, RegExp][] = [
+    ['kafka,brokers=x', /unknown sink type "kafka" \(available: stdout\)/],
+    ['stdout,colour=red', /unknown option "colour" \(known: format\)/],
+    ['stdout,format=yaml', /format must be text or json/],
+  ];
+  for (const [spec, re] of cases) {
+    assert.throws(() => validateSinkSpecs([parseSinkSpec(spec)]), (e: unknown) => e instanceof ConfigError && re.test(e.message));
+  }
+  assert.doesNotThrow(() => validateSinkSpecs([parseSinkSpec('stdout,format=json'), parseSinkSpec('stdout')]));
+});
+
+test('config: defaults, repeated --sink, node name precedence', () => {
+  const c = parseConfig([], {});
+  assert.deepEqual(c.sinks.map((s) => s.type), ['stdout']);
+  assert.equal(c.ringBytes, 16 << 20);
+  assert.equal(c.procRoot, '/proc');
+  assert.equal(parseConfig([], { NODE_NAME: 'n1' }).nodeName, 'n1');
+  assert.equal(parseConfig(['--node-name', 'n2'], { NODE_NAME: 'n1' }).nodeName, 'n2');
+  const two = parseConfig(['--sink', 'stdout', '--sink', 'stdout,format=json', '-v'], {});
+  assert.deepEqual(two.sinks.map((s) => s.options.format ?? 'text'), ['text', 'json']);
+  assert.equal(two.verbose, true);
+  assert.equal(parseConfig(['--ring-buffer-mib', '64'], {}).ringBytes, 64 << 20);
+});
+
+test('config: bad flags are one ConfigError', () => {
+  const cases: [string[], RegExp][] = [
+    [['--bogus'], /Unknown option '--bogus'/],
+    [['extra'], /positional argument/],
+    [['--ring-buffer-mib', '3'], /power of two/],
+    [['--ring-buffer-mib', 'lots'], /positive whole number/],
+    [['--node-name', ' '], /must not be empty/],
+    [['--sink'], /argument missing/],
+  ];
+  for (const [argv, re] of cases) {
+    assert.throws(() => parseConfig(argv, {}), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), argv.join(' '));
+  }
+});
