@@ -1,5 +1,5 @@
 import { formatIPv4, formatIPv6 } from '../util/ip.js';
-import { AF_INET, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, Header, TaskEvent, COMM_LEN } from './events.js';
+import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, FILENAME_LEN, Header, TaskEvent } from './events.js';
 
 export type ConnKind = 'connect' | 'accept' | 'close' | 'connect_failed';
 export type DirectionName = 'outbound' | 'inbound' | 'unknown';
@@ -19,6 +19,8 @@ export interface ExecRecord extends RecordBase {
   comm: string;
   filename: string;
   argv: string[];
+  /** the kernel copied only the first ARGS_LEN bytes of argv */
+  argsTruncated: boolean;
 }
 
 export interface TaskRecord extends RecordBase {
@@ -121,8 +123,8 @@ function decodeConn(buf: Buffer, o: number, kind: ConnKind): ConnRecord {
 }
 
 function decodeExec(buf: Buffer, o: number): ExecRecord {
-  const filenameLen = Math.min(buf.readUInt16LE(o + ExecEvent.filenameLen), 255);
-  const argsLen = Math.min(buf.readUInt16LE(o + ExecEvent.argsLen), 512);
+  const filenameLen = Math.min(buf.readUInt16LE(o + ExecEvent.filenameLen), FILENAME_LEN - 1);
+  const argsLen = Math.min(buf.readUInt16LE(o + ExecEvent.argsLen), ARGS_LEN);
   const args = buf.toString('utf8', o + ExecEvent.args, o + ExecEvent.args + argsLen);
   const argv = args.split('\0');
   // argv is NUL-terminated; a trailing empty string is that terminator
@@ -137,6 +139,7 @@ function decodeExec(buf: Buffer, o: number): ExecRecord {
     comm: cstr(buf, o + ExecEvent.comm, COMM_LEN),
     filename: buf.toString('utf8', o + ExecEvent.filename, o + ExecEvent.filename + filenameLen),
     argv,
+    argsTruncated: argsLen === ARGS_LEN,
   };
 }
 

@@ -56,8 +56,10 @@ async function run(config: Config, log: Logger): Promise<number> {
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   const sinks: Sink[] = createSinks(config.sinks, {
-    onClosed: (name) => {
-      log.debug(`sink ${name} closed by its reader; stopping`);
+    onClosed: (name, err) => {
+      // a reader that went away (convis | head) is a normal end; anything else is worth a line
+      if ((err as NodeJS.ErrnoException).code === 'EPIPE') log.debug(`sink ${name}: reader closed; stopping`);
+      else log.info(`sink ${name} failed (${err.message}); stopping`);
       void shutdown();
     },
   });

@@ -7,7 +7,9 @@ import type { ConnRecord, KernelRecord } from '../bpf/decode.js';
 import type { ConnectionEvent } from './event.js';
 import type { ProcessCache } from './process-cache.js';
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+const ERRNO_NAMES = new Map<number, string>();
+// where two names share a number (EAGAIN/EWOULDBLOCK), the first listed is the canonical one
+for (const [name, n] of Object.entries(constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
 
 /** errno number to its name (ECONNREFUSED), or "errno N" when unknown. */
 export function errnoName(n: number): string {

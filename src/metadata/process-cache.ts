@@ -7,7 +7,6 @@
 import { join } from 'node:path';
 import { readlinkSync, readFileSync } from 'node:fs';
 import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
-import { ARGS_LEN } from '../bpf/events.js';
 import { listPids, parseCmdline, readProcess, type ProcessInfo } from './proc.js';
 
 export interface ProcessCacheOptions {
@@ -43,6 +42,8 @@ interface Entry {
 
 export class ProcessCache {
   private readonly entries = new Map<number, Entry>();
+  /** pids of exited processes, oldest exit first (Map keeps insertion order) */
+  private readonly exited = new Map<number, number>();
   private readonly procRoot: string;
   private readonly exitedTtlMs: number;
   private readonly maxEntries: number;
@@ -66,7 +67,7 @@ export class ProcessCache {
   onExec(r: ExecRecord): void {
     let argv = r.argv;
     // argv longer than the kernel copies: the live process has the rest
-    if (argv.join('\0').length + 1 >= ARGS_LEN) {
+    if (r.argsTruncated) {
       try {
         argv = parseCmdline(readFileSync(join(this.procRoot, String(r.pid), 'cmdline')));
       } catch {
@@ -102,7 +103,10 @@ export class ProcessCache {
 
   onExit(r: TaskRecord, nowMs: number): void {
     const e = this.entries.get(r.pid);
-    if (e) e.exitedAtMs = nowMs;
+    if (!e) return;
+    e.exitedAtMs = nowMs;
+    this.exited.delete(r.pid);
+    this.exited.set(r.pid, nowMs);
   }
 
   /** Details of a pid; procfs on a miss; the kernel's hint when the process is gone. */
@@ -124,8 +128,10 @@ export class ProcessCache {
 
   /** Forgets processes that exited more than the TTL ago. Runs on a timer. */
   gc(nowMs: number): void {
-    for (const [pid, e] of this.entries) {
-      if (e.exitedAtMs !== undefined && nowMs - e.exitedAtMs > this.exitedTtlMs) this.entries.delete(pid);
+    for (const [pid, exitedAtMs] of this.exited) {
+      if (nowMs - exitedAtMs <= this.exitedTtlMs) break; // the rest exited later
+      this.exited.delete(pid);
+      this.entries.delete(pid);
     }
   }
 
@@ -135,19 +141,14 @@ export class ProcessCache {
 
   private set(pid: number, entry: Entry): void {
     this.entries.delete(pid); // re-insert: Map order is then oldest-first
+    this.exited.delete(pid); // a reused pid is a live process again
     this.entries.set(pid, entry);
     if (this.entries.size <= this.maxEntries) return;
-    // over the cap: drop the oldest exited entry, else the oldest entry
-    let victim: number | undefined;
-    for (const [p, e] of this.entries) {
-      if (e.exitedAtMs !== undefined) {
-        victim = p;
-        break;
-      }
-    }
-    victim ??= this.entries.keys().next().value;
+    // over the cap: drop the longest-exited entry, else the oldest entry
+    const victim = this.exited.keys().next().value ?? this.entries.keys().next().value;
     if (victim !== undefined) {
       this.entries.delete(victim);
+      this.exited.delete(victim);
       this.counters.evicted++;
     }
   }

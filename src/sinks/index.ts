@@ -9,8 +9,8 @@ import type { Sink } from './sink.js';
 import { StdoutSink, type StdoutFormat } from './stdout.js';
 
 export interface SinkContext {
-  /** called when a sink's output is gone for good (stdout closed by its reader) */
-  onClosed: (sink: string) => void;
+  /** called when a sink's output is gone for good (e.g. stdout closed by its reader) */
+  onClosed: (sink: string, err: Error) => void;
 }
 
 interface SinkType {
@@ -31,7 +31,7 @@ const TYPES: Record<string, SinkType> = {
       }
     },
     create(o, ctx) {
-      return new StdoutSink({ format: (o.format ?? 'text') as StdoutFormat, onClosed: () => ctx.onClosed('stdout') });
+      return new StdoutSink({ format: (o.format ?? 'text') as StdoutFormat, onClosed: (err) => ctx.onClosed('stdout', err) });
     },
   },
 };

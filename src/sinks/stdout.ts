@@ -55,8 +55,8 @@ export function toTextLine(e: ConnectionEvent): string {
 export interface StdoutSinkOptions {
   format: StdoutFormat;
   stream?: Writable;
-  /** called once when the stream is closed by its reader (EPIPE) */
-  onClosed?: () => void;
+  /** called once when the stream fails for good (EPIPE: its reader went away) */
+  onClosed?: (err: NodeJS.ErrnoException) => void;
 }
 
 export class StdoutSink implements Sink {
@@ -72,8 +72,7 @@ export class StdoutSink implements Sink {
     this.stream.on('error', (err: NodeJS.ErrnoException) => {
       if (this.broken) return;
       this.broken = true;
-      if (err.code === 'EPIPE') options.onClosed?.();
-      else throw err;
+      options.onClosed?.(err);
     });
   }
 

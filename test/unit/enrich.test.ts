@@ -1,0 +1,249 @@
+/**
+ * Enricher: kernel records in, ConnectionEvents out, with a real
+ * ProcessCache over the fixture /proc tree (test/fixtures/proc).
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import type { ConnKind, ConnRecord, ExecRecord, KernelRecord, TaskRecord } from '../../src/bpf/decode.js';
+import { Enricher, errnoName } from '../../src/metadata/enrich.js';
+import { ProcessCache } from '../../src/metadata/process-cache.js';
+import { repoRoot } from '../helpers/paths.js';
+
+const procRoot = join(repoRoot, 'test/fixtures/proc');
+const GONE = 700000; // not in the fixture tree
+const BOOT_EPOCH_NS = 1_700_000_000_000_000_000n;
+
+function conn(kind: ConnKind, pid: number, over: Partial<ConnRecord> = {}): ConnRecord {
+  return {
+    kind,
+    pid,
+    tsNs: 5_000_000_123n,
+    tid: pid,
+    uid: 1000,
+    ppid: 1,
+    comm: 'kcomm',
+    ownerKnown: true,
+    startSeen: true,
+    connId: 9,
+    cgroupId: 4321,
+    netns: 4026531840,
+    family: 4,
+    direction: 'outbound',
+    localIp: '10.0.0.1',
+    localPort: 51000,
+    remoteIp: '10.0.0.2',
+    remotePort: 443,
+    error: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    durationMs: 0,
+    srttUs: 0,
+    retransmits: 0,
+    oldState: 0,
+    ...over,
+  };
+}
+
+function exec(pid: number, argv: string[], over: Partial<ExecRecord> = {}): ExecRecord {
+  return { kind: 'exec', pid, tsNs: 1n, ppid: 1, uid: 1000, cgroupId: 4321, comm: argv[0] ?? '', filename: `/usr/bin/${argv[0]}`, argv, argsTruncated: false, ...over };
+}
+
+function task(kind: 'fork' | 'exit', pid: number, over: Partial<TaskRecord> = {}): TaskRecord {
+  return { kind, pid, tsNs: 1n, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4321, comm: 'task', ...over };
+}
+
+function setup(opts: { exitedTtlMs?: number; now?: () => number } = {}) {
+  const processes = new ProcessCache({ procRoot, exitedTtlMs: opts.exitedTtlMs ?? 1000 });
+  const seen: bigint[] = [];
+  const enricher = new Enricher({
+    processes,
+    node: 'node-a',
+    toEpochNs: (m) => {
+      seen.push(m);
+      return BOOT_EPOCH_NS + m;
+    },
+    now: opts.now ?? (() => 5000),
+  });
+  return { processes, enricher, seen };
+}
+
+describe('errnoName', () => {
+  const cases: { n: number; want: string }[] = [
+    { n: 111, want: 'ECONNREFUSED' },
+    { n: 110, want: 'ETIMEDOUT' },
+    { n: 113, want: 'EHOSTUNREACH' },
+    { n: 101, want: 'ENETUNREACH' },
+    { n: 104, want: 'ECONNRESET' },
+    { n: 99, want: 'EADDRNOTAVAIL' },
+    { n: 13, want: 'EACCES' },
+    { n: 1, want: 'EPERM' },
+    { n: 0, want: 'errno 0' },
+    { n: 9999, want: 'errno 9999' },
+    { n: -111, want: 'errno -111' },
+  ];
+  for (const c of cases) {
+    test(`${c.n} -> ${c.want}`, () => {
+      assert.equal(errnoName(c.n), c.want);
+    });
+  }
+});
+
+describe('Enricher.batch', () => {
+  test('process records feed the cache; only connection events come out, in order', () => {
+    const { enricher, processes } = setup();
+    const records: KernelRecord[] = [
+      exec(GONE, ['curl', '-s', 'https://example.com'], { filename: '/usr/bin/curl' }),
+      conn('connect', GONE, { connId: 1 }),
+      task('fork', GONE + 1, { ppid: GONE, comm: 'curl-child', uid: 1001 }),
+      conn('accept', GONE + 1, { connId: 2, direction: 'inbound' }),
+      task('exit', GONE),
+      conn('close', GONE, { connId: 1 }),
+      conn('connect_failed', GONE + 1, { connId: 3, error: 111 }),
+    ];
+    const out = enricher.batch(records);
+    assert.deepEqual(
+      out.map((e) => [e.event, e.connId]),
+      [
+        ['connect', 1],
+        ['accept', 2],
+        ['close', 1],
+        ['connect_failed', 3],
+      ],
+    );
+    // exec's argv, the fork's inheritance, and a close after exit still attributed
+    assert.equal(out[0]!.process?.cmd, 'curl -s https://example.com');
+    assert.equal(out[0]!.process?.exe, '/usr/bin/curl');
+    assert.deepEqual(out[1]!.process, { pid: GONE + 1, ppid: GONE, uid: 1001, comm: 'curl-child', cmd: 'curl -s https://example.com', exe: '/usr/bin/curl' });
+    assert.equal(out[2]!.process?.cmd, 'curl -s https://example.com');
+    assert.equal(out[3]!.process?.pid, GONE + 1);
+    assert.deepEqual(processes.stats(), { size: 2, hits: 4, procfsReads: 0, unresolved: 0, evicted: 0 });
+  });
+
+  test('an empty batch and a batch of only process records give no events', () => {
+    const { enricher, processes } = setup();
+    assert.deepEqual(enricher.batch([]), []);
+    assert.deepEqual(enricher.batch([exec(GONE, ['a']), task('fork', GONE + 1, { ppid: GONE }), task('exit', GONE + 1)]), []);
+    assert.equal(processes.stats().size, 2);
+  });
+
+  test('exit is stamped with now(): gc drops it only after the TTL from that time', () => {
+    const { enricher, processes } = setup({ exitedTtlMs: 100, now: () => 5000 });
+    enricher.batch([exec(GONE, ['a']), task('exit', GONE)]);
+    processes.gc(5100);
+    assert.equal(processes.stats().size, 1);
+    processes.gc(5101);
+    assert.equal(processes.stats().size, 0);
+  });
+
+  test('timeNs comes from toEpochNs of the record time', () => {
+    const { enricher, seen } = setup();
+    const [a, b] = enricher.batch([conn('connect', GONE, { tsNs: 42n }), conn('close', GONE, { tsNs: 3_000_000_000_000n })]);
+    assert.deepEqual(seen, [42n, 3_000_000_000_000n]);
+    assert.equal(a!.timeNs, BOOT_EPOCH_NS + 42n);
+    assert.equal(b!.timeNs, BOOT_EPOCH_NS + 3_000_000_000_000n);
+  });
+});
+
+describe('Enricher.connection', () => {
+  test('every field of a connect event', () => {
+    const { enricher, processes } = setup();
+    processes.onExec(exec(GONE, ['wget', 'x']));
+    const r = conn('connect', GONE, {
+      tsNs: 77n,
+      connId: 1234,
+      cgroupId: 5555,
+      netns: 4026532000,
+      localIp: '2001:db8::1',
+      localPort: 40000,
+      remoteIp: '2001:db8::2',
+      remotePort: 8443,
+      family: 6,
+    });
+    assert.deepEqual(enricher.connection(r), {
+      timeNs: BOOT_EPOCH_NS + 77n,
+      event: 'connect',
+      proto: 'tcp',
+      direction: 'outbound',
+      local: { ip: '2001:db8::1', port: 40000 },
+      remote: { ip: '2001:db8::2', port: 8443 },
+      process: { pid: GONE, ppid: 1, uid: 1000, comm: 'wget', cmd: 'wget x', exe: '/usr/bin/wget' },
+      node: 'node-a',
+      cgroupId: 5555,
+      netns: 4026532000,
+      connId: 1234,
+    });
+  });
+
+  test('direction inbound and outbound pass through', () => {
+    const { enricher } = setup();
+    assert.equal(enricher.connection(conn('accept', GONE, { direction: 'inbound' })).direction, 'inbound');
+    assert.equal(enricher.connection(conn('connect', GONE, { direction: 'outbound' })).direction, 'outbound');
+  });
+
+  const nullCases: { name: string; pid: number; ownerKnown: boolean }[] = [
+    { name: 'owner not known', pid: 4242, ownerKnown: false },
+    { name: 'pid 0', pid: 0, ownerKnown: true },
+    { name: 'both', pid: 0, ownerKnown: false },
+  ];
+  for (const c of nullCases) {
+    test(`process is null: ${c.name}, and the cache is not asked`, () => {
+      const { enricher, processes } = setup();
+      const e = enricher.connection(conn('accept', c.pid, { ownerKnown: c.ownerKnown, direction: 'inbound' }));
+      assert.equal(e.process, null);
+      assert.deepEqual(processes.stats(), { size: 0, hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 });
+    });
+  }
+
+  test('a process only in procfs is read from there', () => {
+    const { enricher, processes } = setup();
+    const e = enricher.connection(conn('connect', 4300, { comm: 'hint-comm', uid: 5, ppid: 6 }));
+    assert.deepEqual(e.process, { pid: 4300, ppid: 1, uid: 1001, comm: 'sleep', cmd: 'sleep infinity', exe: '' });
+    assert.equal(processes.stats().procfsReads, 1);
+  });
+
+  test('a process gone everywhere: the record\'s comm, ppid and uid', () => {
+    const { enricher } = setup();
+    const e = enricher.connection(conn('connect', GONE, { comm: 'short-lived', uid: 5, ppid: 6 }));
+    assert.deepEqual(e.process, { pid: GONE, ppid: 6, uid: 5, comm: 'short-lived', cmd: '', exe: '' });
+  });
+
+  test('close: the counters are copied', () => {
+    const { enricher } = setup();
+    const e = enricher.connection(
+      conn('close', GONE, { bytesSent: 1_000_000, bytesReceived: 2_500, durationMs: 12.345678, srttUs: 250, retransmits: 3, error: 111 }),
+    );
+    assert.equal(e.bytesSent, 1_000_000);
+    assert.equal(e.bytesReceived, 2_500);
+    assert.equal(e.durationMs, 12.345678);
+    assert.equal(e.srttUs, 250);
+    assert.equal(e.retransmits, 3);
+    assert.equal('error' in e, false);
+  });
+
+  const failCases: { errno: number; want: string }[] = [
+    { errno: 111, want: 'ECONNREFUSED' },
+    { errno: 110, want: 'ETIMEDOUT' },
+    { errno: 113, want: 'EHOSTUNREACH' },
+    { errno: 4242, want: 'errno 4242' },
+  ];
+  for (const c of failCases) {
+    test(`connect_failed: errno ${c.errno} -> ${c.want}, no close counters`, () => {
+      const { enricher } = setup();
+      const e = enricher.connection(conn('connect_failed', GONE, { error: c.errno, bytesSent: 5 }));
+      assert.equal(e.error, c.want);
+      for (const k of ['bytesSent', 'bytesReceived', 'durationMs', 'srttUs', 'retransmits']) assert.equal(k in e, false, k);
+    });
+  }
+
+  test('connect and accept carry neither counters nor error', () => {
+    const { enricher } = setup();
+    for (const kind of ['connect', 'accept'] as const) {
+      const e = enricher.connection(conn(kind, GONE, { bytesSent: 5, error: 111 }));
+      assert.deepEqual(
+        Object.keys(e).filter((k) => ['bytesSent', 'bytesReceived', 'durationMs', 'srttUs', 'retransmits', 'error'].includes(k)),
+        [],
+      );
+    }
+  });
+});

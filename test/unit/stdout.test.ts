@@ -1,0 +1,249 @@
+/**
+ * The stdout sink: the documented JSON object per event kind, the text
+ * line, and the sink's writes, counters and EPIPE handling on a real
+ * Writable that collects what it is given.
+ */
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import type { ConnKind } from '../../src/bpf/decode.js';
+import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
+import { StdoutSink, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
+
+const TIME_NS = 1_700_000_000_123_456_789n;
+const TIME = '2023-11-14T22:13:20.123456789Z';
+
+const proc: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
+
+function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
+  const e: ConnectionEvent = {
+    timeNs: TIME_NS,
+    event,
+    proto: 'tcp',
+    direction: 'outbound',
+    local: { ip: '10.0.0.1', port: 51000 },
+    remote: { ip: '10.0.0.2', port: 80 },
+    process: proc,
+    node: 'node-a',
+    cgroupId: 12345,
+    netns: 4026531840,
+    connId: 77,
+  };
+  if (event === 'close') Object.assign(e, { bytesSent: 120, bytesReceived: 4096, durationMs: 12.5, srttUs: 250, retransmits: 2 });
+  if (event === 'connect_failed') e.error = 'ECONNREFUSED';
+  return { ...e, ...over };
+}
+
+const BASE_KEYS = ['time', 'event', 'proto', 'direction', 'local', 'remote', 'process', 'node', 'cgroup_id', 'netns', 'conn_id'];
+const CLOSE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits'];
+
+describe('toJsonObject', () => {
+  const keyCases: { event: ConnKind; keys: string[] }[] = [
+    { event: 'connect', keys: BASE_KEYS },
+    { event: 'accept', keys: BASE_KEYS },
+    { event: 'close', keys: [...BASE_KEYS, ...CLOSE_KEYS] },
+    { event: 'connect_failed', keys: [...BASE_KEYS, 'error'] },
+  ];
+  for (const c of keyCases) {
+    test(`${c.event}: exactly the documented keys, in order`, () => {
+      assert.deepEqual(Object.keys(toJsonObject(ev(c.event))), c.keys);
+    });
+  }
+
+  test('connect: values, through JSON', () => {
+    const got = JSON.parse(JSON.stringify(toJsonObject(ev('connect'))));
+    assert.deepEqual(got, {
+      time: TIME,
+      event: 'connect',
+      proto: 'tcp',
+      direction: 'outbound',
+      local: { ip: '10.0.0.1', port: 51000 },
+      remote: { ip: '10.0.0.2', port: 80 },
+      process: { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' },
+      node: 'node-a',
+      cgroup_id: 12345,
+      netns: 4026531840,
+      conn_id: 77,
+    });
+  });
+
+  test('close: the close fields', () => {
+    const o = toJsonObject(ev('close', { direction: 'inbound' }));
+    assert.equal(o.direction, 'inbound');
+    assert.equal(o.bytes_sent, 120);
+    assert.equal(o.bytes_received, 4096);
+    assert.equal(o.duration_ms, 12.5);
+    assert.equal(o.srtt_us, 250);
+    assert.equal(o.retransmits, 2);
+  });
+
+  test('connect_failed: the error name', () => {
+    assert.equal(toJsonObject(ev('connect_failed', { error: 'ETIMEDOUT' })).error, 'ETIMEDOUT');
+  });
+
+  test('unknown process is null, not missing', () => {
+    const o = JSON.parse(JSON.stringify(toJsonObject(ev('accept', { process: null }))));
+    assert.ok('process' in o);
+    assert.equal(o.process, null);
+  });
+
+  test('fields of another kind are not emitted', () => {
+    const stray = { bytesSent: 1, bytesReceived: 2, durationMs: 3, srttUs: 4, retransmits: 5, error: 'EPIPE' };
+    assert.deepEqual(Object.keys(toJsonObject(ev('connect', stray))), BASE_KEYS);
+    assert.deepEqual(Object.keys(toJsonObject(ev('close', { error: 'EPIPE' }))), [...BASE_KEYS, ...CLOSE_KEYS]);
+    assert.deepEqual(Object.keys(toJsonObject(ev('connect_failed', { bytesSent: 1 }))), [...BASE_KEYS, 'error']);
+  });
+});
+
+describe('toTextLine', () => {
+  const cases: { name: string; e: ConnectionEvent; want: string }[] = [
+    {
+      name: 'outbound connect',
+      e: ev('connect'),
+      want: `${TIME} connect        tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="curl" cmd="curl -s http://10.0.0.2/"`,
+    },
+    {
+      name: 'inbound accept over IPv6',
+      e: ev('accept', {
+        direction: 'inbound',
+        local: { ip: 'fe80::1', port: 8080 },
+        remote: { ip: '2001:db8::2', port: 40000 },
+        process: { ...proc, comm: 'nginx', cmd: 'nginx: worker process' },
+      }),
+      want: `${TIME} accept         tcp [fe80::1]:8080 <- [2001:db8::2]:40000 pid=4242 comm="nginx" cmd="nginx: worker process"`,
+    },
+    {
+      name: 'close with counters',
+      e: ev('close'),
+      want:
+        `${TIME} close          tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="curl" ` +
+        `sent=120 received=4096 duration=12.500ms srtt=250us retrans=2 cmd="curl -s http://10.0.0.2/"`,
+    },
+    {
+      name: 'connect_failed with the error',
+      e: ev('connect_failed'),
+      want: `${TIME} connect_failed tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="curl" error=ECONNREFUSED cmd="curl -s http://10.0.0.2/"`,
+    },
+    {
+      name: 'unknown process',
+      e: ev('accept', { direction: 'inbound', process: null }),
+      want: `${TIME} accept         tcp 10.0.0.1:51000 <- 10.0.0.2:80 pid=? comm=?`,
+    },
+    {
+      name: 'no cmd (kernel hint only): no cmd field; comm quoted and escaped',
+      e: ev('connect', { process: { ...proc, comm: 'a "b"', cmd: '' } }),
+      want: `${TIME} connect        tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="a \\"b\\""`,
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      assert.equal(toTextLine(c.e), c.want);
+    });
+  }
+});
+
+/** A real Writable that keeps every chunk; fails each write with `failWith` once set. */
+class Collector extends Writable {
+  readonly chunks: string[] = [];
+  failWith: NodeJS.ErrnoException | undefined;
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.failWith) return cb(this.failWith);
+    this.chunks.push(chunk.toString('utf8'));
+    cb();
+  }
+}
+
+const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`write ${code}`), { code, errno: -32, syscall: 'write' });
+
+describe('StdoutSink', () => {
+  test('one write per batch, one line per event, counted as sent', async () => {
+    const stream = new Collector();
+    const sink = new StdoutSink({ format: 'text', stream });
+    const batch = [ev('connect'), ev('close'), ev('connect_failed')];
+    sink.write(batch);
+    sink.write([]);
+    sink.write([ev('accept', { direction: 'inbound' })]);
+    await tick();
+    assert.equal(stream.chunks.length, 2);
+    assert.equal(stream.chunks[0], batch.map((e) => `${toTextLine(e)}\n`).join(''));
+    assert.equal(stream.chunks[1], `${toTextLine(ev('accept', { direction: 'inbound' }))}\n`);
+    assert.deepEqual(sink.stats(), { sent: 4, dropped: 0 });
+    assert.equal(sink.name, 'stdout');
+  });
+
+  test('json format: each line is the documented object', async () => {
+    const stream = new Collector();
+    const sink = new StdoutSink({ format: 'json', stream });
+    const batch = [ev('connect'), ev('close', { process: null })];
+    sink.write(batch);
+    await tick();
+    assert.equal(stream.chunks.length, 1);
+    const lines = stream.chunks[0]!.split('\n');
+    assert.equal(lines.pop(), ''); // newline-terminated
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l)),
+      batch.map((e) => JSON.parse(JSON.stringify(toJsonObject(e)))),
+    );
+    assert.equal(JSON.parse(lines[1]!).process, null);
+  });
+
+  test('EPIPE: onClosed once, later batches are dropped and not written', async () => {
+    const stream = new Collector();
+    let closed = 0;
+    const sink = new StdoutSink({ format: 'text', stream, onClosed: () => closed++ });
+    sink.write([ev('connect')]);
+    await tick();
+    assert.equal(stream.chunks.length, 1);
+
+    stream.failWith = errno('EPIPE');
+    sink.write([ev('close'), ev('close')]); // handed to the stream before the reader was known gone
+    await tick();
+    await tick();
+    assert.equal(closed, 1);
+    assert.deepEqual(sink.stats(), { sent: 3, dropped: 0 });
+
+    sink.write([ev('connect'), ev('accept'), ev('close')]);
+    sink.write([ev('connect')]);
+    assert.deepEqual(sink.stats(), { sent: 3, dropped: 4 });
+    assert.equal(stream.chunks.length, 1);
+
+    // a second error on the broken stream does not call onClosed again, nor throw
+    stream.emit('error', errno('EPIPE'));
+    assert.equal(closed, 1);
+
+    // close() on a broken stream returns without waiting for it
+    await sink.close();
+  });
+
+  test('EPIPE without onClosed is still handled', async () => {
+    const stream = new Collector();
+    stream.failWith = errno('EPIPE');
+    const sink = new StdoutSink({ format: 'json', stream });
+    sink.write([ev('connect')]);
+    await tick();
+    await tick();
+    sink.write([ev('connect')]);
+    assert.deepEqual(sink.stats(), { sent: 1, dropped: 1 });
+  });
+
+  test('any other stream error is reported once with the error, and later events are counted as dropped', () => {
+    const stream = new Collector();
+    const seen: string[] = [];
+    const sink = new StdoutSink({ format: 'text', stream, onClosed: (e) => seen.push(e.code ?? '') });
+    stream.emit('error', errno('EIO'));
+    stream.emit('error', errno('EIO'));
+    assert.deepEqual(seen, ['EIO']);
+    sink.write([ev('connect')]);
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 1 });
+  });
+
+  test('close() ends the stream after what was written', async () => {
+    const stream = new Collector();
+    const sink = new StdoutSink({ format: 'text', stream });
+    sink.write([ev('connect')]);
+    await sink.close();
+    assert.equal(stream.writableFinished, true);
+    assert.equal(stream.chunks.length, 1);
+  });
+});
