@@ -2,6 +2,7 @@
  * stdout sink: one line per connection event, readable text (default) or
  * JSON (format=json). The JSON keys are the documented event format.
  */
+import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { ConnectionEvent, Endpoint } from '../metadata/event.js';
 import { rfc3339Nano } from '../util/time.js';
@@ -89,8 +90,15 @@ export class StdoutSink implements Sink {
     this.counters.sent += events.length;
   }
 
+  /** Resolves once everything written has left the process (stdout itself stays open). */
   async close(): Promise<void> {
-    if (this.broken || this.stream === process.stdout) return;
+    if (this.broken) return;
+    if (this.stream === process.stdout) {
+      if (this.stream.writableLength === 0) return;
+      // a reader that goes away meanwhile ends the wait too
+      await Promise.race([once(this.stream, 'drain'), once(this.stream, 'close'), once(this.stream, 'error').catch(() => undefined)]);
+      return;
+    }
     await new Promise<void>((resolve) => this.stream.end(resolve));
   }
 

@@ -55,3 +55,23 @@ describe('agent life cycle', { skip }, () => {
     });
   }
 });
+
+describe('stdout closed by its reader', { skip }, () => {
+  test('convis | head -n 1 ends convis quietly with exit 0', () => {
+    // the listener makes the first event; head exits after one line
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `set -o pipefail; ( sleep 2; python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); c=socket.create_connection(s.getsockname()); a,_=s.accept()" ) & ` +
+          `"${process.execPath}" "${convisBin}" | head -n 1; echo "status \${PIPESTATUS[0]}"`,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 2, r.stdout + r.stderr);
+    assert.match(lines[0]!, /tcp /);
+    assert.equal(lines[1], 'status 0');
+    assert.doesNotMatch(r.stderr, /error|\n\s+at /);
+  });
+});
