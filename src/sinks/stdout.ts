@@ -2,7 +2,6 @@
  * stdout sink: one line per connection event, readable text (default) or
  * JSON (format=json). The JSON keys are the documented event format.
  */
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { ConnectionEvent, Endpoint } from '../metadata/event.js';
 import { rfc3339Nano } from '../util/time.js';
@@ -96,7 +95,9 @@ export class StdoutSink implements Sink {
     if (this.stream === process.stdout) {
       if (this.stream.writableLength === 0) return;
       // a reader that goes away meanwhile ends the wait too
-      await Promise.race([once(this.stream, 'drain'), once(this.stream, 'close'), once(this.stream, 'error').catch(() => undefined)]);
+      await new Promise<void>((resolve) => {
+        for (const ev of ['drain', 'close', 'error']) this.stream.once(ev, () => resolve());
+      });
       return;
     }
     await new Promise<void>((resolve) => this.stream.end(resolve));
