@@ -9,7 +9,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import type { ConnKind } from '../../src/bpf/decode.js';
 import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
-import { StdoutSink, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
+import { StdoutSink, toJsonLine, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
 
 const TIME_NS = 1_700_000_000_123_456_789n;
 const TIME = '2023-11-14T22:13:20.123456789Z';
@@ -245,5 +245,26 @@ describe('StdoutSink', () => {
     await sink.close();
     assert.equal(stream.writableFinished, true);
     assert.equal(stream.chunks.length, 1);
+  });
+});
+
+describe('toJsonLine (the fast path)', () => {
+  test('is the same JSON as JSON.stringify(toJsonObject(e)) for every kind and odd strings', () => {
+    const odd = { pid: 7, ppid: 1, uid: 0, comm: 'we"ird\\name', cmd: 'sh -c "echo \u00e9\n\t"', exe: '/bin/\u2028sh' };
+    for (const kind of ['connect', 'accept', 'close', 'connect_failed'] as const) {
+      for (const process of [odd, null]) {
+        const e = { ...ev(kind), process, node: 'n"ode\u0001' };
+        assert.equal(toJsonLine(e), JSON.stringify(toJsonObject(e)), `${kind} ${process ? 'with' : 'without'} process`);
+        assert.deepEqual(JSON.parse(toJsonLine(e)), JSON.parse(JSON.stringify(toJsonObject(e))));
+      }
+    }
+  });
+
+  test('a second event of the same process reuses its JSON and stays right when the node changes', () => {
+    const p = { pid: 9, ppid: 1, uid: 0, comm: 'a', cmd: 'a', exe: '/a' };
+    const a = { ...ev('connect'), process: p, node: 'one' };
+    const b = { ...ev('close'), process: p, node: 'two' };
+    assert.equal(toJsonLine(a), JSON.stringify(toJsonObject(a)));
+    assert.equal(toJsonLine(b), JSON.stringify(toJsonObject(b)));
   });
 });
