@@ -3,7 +3,7 @@
  * The thin bridge between the kernel and TypeScript: open -> size maps ->
  * set rodata -> load -> attach -> poll thread -> destroy. It builds no JS
  * objects per event: a poll thread copies raw ring-buffer records into
- * batches ([u32 size][record][pad to 8]...) and hands each batch to JS with
+ * batches ([u32 size][u32 0][record][pad to 8]...) and hands each batch to JS with
  * one thread-safe-function call. Decoding lives in src/bpf/decode.ts.
  */
 #define NAPI_VERSION 8
@@ -31,6 +31,7 @@
 #define BATCH_MAX_RECORDS 4096
 #define POLL_MS 10
 #define TSFN_QUEUE 8
+#define REC_HDR 8 /* bytes before each record in a batch */
 
 struct batch {
 	uint8_t *data;
@@ -155,7 +156,9 @@ static void flush_batch(struct tracer *t)
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct tracer *t = ctx;
-	uint32_t need = 4 + (uint32_t)size;
+	/* [u32 size][u32 0][record][pad]: records start 8-aligned, so JS can
+	 * read them through typed-array views */
+	uint32_t need = REC_HDR + (uint32_t)size;
 
 	need = (need + 7) & ~7u;
 	if (t->cur && (t->cur->len + need > BATCH_BYTES || t->cur->count >= BATCH_MAX_RECORDS))
@@ -168,8 +171,9 @@ static int on_record(void *ctx, void *data, size_t size)
 	uint8_t *p = t->cur->data + t->cur->len;
 	uint32_t sz = (uint32_t)size;
 	memcpy(p, &sz, 4);
-	memcpy(p + 4, data, size);
-	memset(p + 4 + size, 0, need - 4 - size);
+	memset(p + 4, 0, REC_HDR - 4);
+	memcpy(p + REC_HDR, data, size);
+	memset(p + REC_HDR + size, 0, need - REC_HDR - size);
 	t->cur->len += need;
 	t->cur->count++;
 	return 0;

@@ -77,9 +77,18 @@ const DIRECTIONS: Record<number, DirectionName> = {
   [Direction.unknown]: 'unknown',
 };
 
+/** Typed-array views over one batch; records start 8-aligned in it. */
+interface Views {
+  buf: Buffer;
+  u16: Uint16Array;
+  u32: Uint32Array;
+  i32: Int32Array;
+}
+
 /** A u64 as a JS number: exact below 2^53, which counters and ids stay under. */
-function u64(buf: Buffer, off: number): number {
-  return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 4294967296;
+function u64(v: Views, off: number): number {
+  const i = off >>> 2;
+  return (v.u32[i] as number) + (v.u32[i + 1] as number) * 4294967296;
 }
 
 /** A NUL-terminated string of at most `max` bytes. */
@@ -89,40 +98,56 @@ function cstr(buf: Buffer, off: number, max: number): string {
   return buf.toString('utf8', off, end);
 }
 
-function decodeConn(buf: Buffer, o: number, kind: ConnKind): ConnRecord {
-  const family = buf.readUInt16LE(o + ConnEvent.family) === AF_INET ? 4 : 6;
-  const fmt = family === 4 ? formatIPv4 : formatIPv6;
-  const flags = buf[o + ConnEvent.flags] ?? 0;
+// IPv4 strings by their 32-bit value: a node talks to a bounded set of peers
+const ipv4Cache = new Map<number, string>();
+
+function ipv4(v: Views, off: number): string {
+  const key = v.u32[off >>> 2] as number;
+  let s = ipv4Cache.get(key);
+  if (s === undefined) {
+    if (ipv4Cache.size >= 65536) ipv4Cache.clear();
+    s = formatIPv4(v.buf, off);
+    ipv4Cache.set(key, s);
+  }
+  return s;
+}
+
+function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
+  const { buf, u16, u32, i32 } = v;
+  const w = o >>> 2; // u32 index of the record
+  const family = u16[(o + ConnEvent.family) >>> 1] === AF_INET ? 4 : 6;
+  const flags = buf[o + ConnEvent.flags] as number;
   return {
     kind,
-    pid: buf.readUInt32LE(o + Header.pid),
+    pid: u32[w + (Header.pid >>> 2)] as number,
     tsNs: buf.readBigUInt64LE(o + Header.tsNs),
-    tid: buf.readUInt32LE(o + ConnEvent.tid),
-    uid: buf.readUInt32LE(o + ConnEvent.uid),
-    ppid: buf.readUInt32LE(o + ConnEvent.ppid),
+    tid: u32[w + (ConnEvent.tid >>> 2)] as number,
+    uid: u32[w + (ConnEvent.uid >>> 2)] as number,
+    ppid: u32[w + (ConnEvent.ppid >>> 2)] as number,
     comm: cstr(buf, o + ConnEvent.comm, COMM_LEN),
     ownerKnown: (flags & ConnFlag.ownerKnown) !== 0,
     startSeen: (flags & ConnFlag.startSeen) !== 0,
-    connId: u64(buf, o + ConnEvent.connId),
-    cgroupId: u64(buf, o + ConnEvent.cgroupId),
-    netns: buf.readUInt32LE(o + ConnEvent.netns),
+    connId: u64(v, o + ConnEvent.connId),
+    cgroupId: u64(v, o + ConnEvent.cgroupId),
+    netns: u32[w + (ConnEvent.netns >>> 2)] as number,
     family,
-    direction: DIRECTIONS[buf[o + ConnEvent.direction] ?? 0] ?? 'unknown',
-    localIp: fmt(buf, o + ConnEvent.saddr),
-    localPort: buf.readUInt16LE(o + ConnEvent.sport),
-    remoteIp: fmt(buf, o + ConnEvent.daddr),
-    remotePort: buf.readUInt16LE(o + ConnEvent.dport),
-    error: buf.readInt32LE(o + ConnEvent.error),
-    bytesSent: u64(buf, o + ConnEvent.bytesSent),
-    bytesReceived: u64(buf, o + ConnEvent.bytesReceived),
-    durationMs: u64(buf, o + ConnEvent.durationNs) / 1e6,
-    srttUs: buf.readUInt32LE(o + ConnEvent.srttUs),
-    retransmits: buf.readUInt32LE(o + ConnEvent.retransmits),
-    oldState: buf[o + ConnEvent.oldState] ?? 0,
+    direction: DIRECTIONS[buf[o + ConnEvent.direction] as number] ?? 'unknown',
+    localIp: family === 4 ? ipv4(v, o + ConnEvent.saddr) : formatIPv6(buf, o + ConnEvent.saddr),
+    localPort: u16[(o + ConnEvent.sport) >>> 1] as number,
+    remoteIp: family === 4 ? ipv4(v, o + ConnEvent.daddr) : formatIPv6(buf, o + ConnEvent.daddr),
+    remotePort: u16[(o + ConnEvent.dport) >>> 1] as number,
+    error: i32[w + (ConnEvent.error >>> 2)] as number,
+    bytesSent: u64(v, o + ConnEvent.bytesSent),
+    bytesReceived: u64(v, o + ConnEvent.bytesReceived),
+    durationMs: u64(v, o + ConnEvent.durationNs) / 1e6,
+    srttUs: u32[w + (ConnEvent.srttUs >>> 2)] as number,
+    retransmits: u32[w + (ConnEvent.retransmits >>> 2)] as number,
+    oldState: buf[o + ConnEvent.oldState] as number,
   };
 }
 
-function decodeExec(buf: Buffer, o: number): ExecRecord {
+function decodeExec(v: Views, o: number): ExecRecord {
+  const buf = v.buf;
   const filenameLen = Math.min(buf.readUInt16LE(o + ExecEvent.filenameLen), FILENAME_LEN - 1);
   const argsLen = Math.min(buf.readUInt16LE(o + ExecEvent.argsLen), ARGS_LEN);
   const args = buf.toString('utf8', o + ExecEvent.args, o + ExecEvent.args + argsLen);
@@ -135,7 +160,7 @@ function decodeExec(buf: Buffer, o: number): ExecRecord {
     tsNs: buf.readBigUInt64LE(o + Header.tsNs),
     ppid: buf.readUInt32LE(o + ExecEvent.ppid),
     uid: buf.readUInt32LE(o + ExecEvent.uid),
-    cgroupId: u64(buf, o + ExecEvent.cgroupId),
+    cgroupId: u64(v, o + ExecEvent.cgroupId),
     comm: cstr(buf, o + ExecEvent.comm, COMM_LEN),
     filename: buf.toString('utf8', o + ExecEvent.filename, o + ExecEvent.filename + filenameLen),
     argv,
@@ -143,7 +168,8 @@ function decodeExec(buf: Buffer, o: number): ExecRecord {
   };
 }
 
-function decodeTask(buf: Buffer, o: number, kind: 'exit' | 'fork'): TaskRecord {
+function decodeTask(v: Views, o: number, kind: 'exit' | 'fork'): TaskRecord {
+  const buf = v.buf;
   return {
     kind,
     pid: buf.readUInt32LE(o + Header.pid),
@@ -151,7 +177,7 @@ function decodeTask(buf: Buffer, o: number, kind: 'exit' | 'fork'): TaskRecord {
     ppid: buf.readUInt32LE(o + TaskEvent.ppid),
     uid: buf.readUInt32LE(o + TaskEvent.uid),
     exitCode: buf.readInt32LE(o + TaskEvent.exitCode),
-    cgroupId: u64(buf, o + TaskEvent.cgroupId),
+    cgroupId: u64(v, o + TaskEvent.cgroupId),
     comm: cstr(buf, o + TaskEvent.comm, COMM_LEN),
   };
 }
@@ -172,32 +198,48 @@ const MIN_SIZE: Record<number, number> = {
   [EventType.tcpConnectFailed]: ConnEvent.size,
 };
 
+/** Bytes before each record in a batch: [u32 size][u32 0] (native/addon.c REC_HDR). */
+export const RECORD_HEADER = 8;
+
+/** Views over `buf`, copying it first if it is not 8-aligned in its ArrayBuffer. */
+function views(buf: Buffer): Views {
+  const b = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
+  const ab = b.buffer;
+  return {
+    buf: b,
+    u16: new Uint16Array(ab, b.byteOffset, b.length >>> 1),
+    u32: new Uint32Array(ab, b.byteOffset, b.length >>> 2),
+    i32: new Int32Array(ab, b.byteOffset, b.length >>> 2),
+  };
+}
+
 /**
  * Decodes one batch from the addon: `count` records, each laid out as
- * [u32 size][record bytes][zero padding to 8].
+ * [u32 size][u32 0][record bytes][zero padding to 8].
  */
 export function decodeBatch(buf: Buffer, count: number): DecodeResult {
+  const v = views(buf);
   const records: KernelRecord[] = [];
   let malformed = 0;
   let off = 0;
-  for (let i = 0; i < count && off + 4 <= buf.length; i++) {
-    const size = buf.readUInt32LE(off);
-    const o = off + 4;
+  for (let i = 0; i < count && off + RECORD_HEADER <= v.buf.length; i++) {
+    const size = v.u32[off >>> 2] as number;
+    const o = off + RECORD_HEADER;
     off = (o + size + 7) & ~7;
-    if (size < Header.size || o + size > buf.length) {
+    if (size < Header.size || o + size > v.buf.length) {
       malformed++;
       continue;
     }
-    const type = buf.readUInt16LE(o + Header.type);
+    const type = v.u16[(o + Header.type) >>> 1] as number;
     const min = MIN_SIZE[type];
     if (min === undefined || size < min) {
       malformed++;
       continue;
     }
     const conn = CONN_KINDS[type];
-    if (conn) records.push(decodeConn(buf, o, conn));
-    else if (type === EventType.exec) records.push(decodeExec(buf, o));
-    else records.push(decodeTask(buf, o, type === EventType.exit ? 'exit' : 'fork'));
+    if (conn) records.push(decodeConn(v, o, conn));
+    else if (type === EventType.exec) records.push(decodeExec(v, o));
+    else records.push(decodeTask(v, o, type === EventType.exit ? 'exit' : 'fork'));
   }
   return { records, malformed };
 }

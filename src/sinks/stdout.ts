@@ -120,10 +120,22 @@ export class StdoutSink implements Sink {
       this.counters.dropped += events.length;
       return;
     }
-    // one write per batch, not per event
-    let out = '';
-    for (const e of events) out += `${this.format(e)}\n`;
-    this.stream.write(out);
+    // one write per batch, not per event; lines are encoded straight into a
+    // fresh buffer (a stream may still hold the previous one)
+    let out = Buffer.allocUnsafe(events.length * 512);
+    let pos = 0;
+    for (const e of events) {
+      const line = this.format(e);
+      // worst case 3 UTF-8 bytes per UTF-16 unit, plus the newline
+      if (pos + line.length * 3 + 1 > out.length) {
+        const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, pos + line.length * 3 + 1));
+        out.copy(bigger, 0, 0, pos);
+        out = bigger;
+      }
+      pos += out.write(line, pos, 'utf8');
+      out[pos++] = 0x0a;
+    }
+    this.stream.write(out.subarray(0, pos));
     this.counters.sent += events.length;
   }
 

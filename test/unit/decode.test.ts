@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { decodeBatch, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
+import { decodeBatch, RECORD_HEADER, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
 import { ConnEvent, Header } from '../../src/bpf/events.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -92,15 +92,23 @@ test('records come in kernel order: each socket connects before it closes', () =
 });
 
 test('a truncated or unknown record is counted as malformed, not thrown', () => {
-  const one = Buffer.alloc(4 + ConnEvent.size);
+  const one = Buffer.alloc(RECORD_HEADER + ConnEvent.size);
   one.writeUInt32LE(ConnEvent.size, 0);
-  one.writeUInt16LE(99, 4 + Header.type);
+  one.writeUInt16LE(99, RECORD_HEADER + Header.type);
   assert.deepEqual(decodeBatch(one, 1), { records: [], malformed: 1 });
-  const short = Buffer.alloc(4 + Header.size);
+  const short = Buffer.alloc(RECORD_HEADER + Header.size);
   short.writeUInt32LE(Header.size, 0);
-  short.writeUInt16LE(18, 4 + Header.type); // a close needs 144 bytes
+  short.writeUInt16LE(18, RECORD_HEADER + Header.type); // a close needs 144 bytes
   assert.equal(decodeBatch(short, 1).malformed, 1);
-  const lying = Buffer.alloc(8);
+  const lying = Buffer.alloc(16);
   lying.writeUInt32LE(4096, 0); // claims more bytes than the batch holds
   assert.equal(decodeBatch(lying, 1).malformed, 1);
+});
+
+test('a batch that is not 8-aligned in its memory decodes the same', () => {
+  const shifted = Buffer.alloc(raw.length + 4);
+  raw.copy(shifted, 4);
+  const odd = shifted.subarray(4);
+  assert.notEqual(odd.byteOffset % 8, 0);
+  assert.deepEqual(decodeBatch(odd, facts.records), decodeBatch(raw, facts.records));
 });
