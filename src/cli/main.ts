@@ -4,7 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { parseConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
+import { CgroupIndex, findCgroup2Root } from '../metadata/cgroup-index.js';
+import { Containers } from '../metadata/containers.js';
 import { Enricher } from '../metadata/enrich.js';
+import { openRuntimes } from '../metadata/runtimes.js';
+import { Pipeline } from '../pipeline/pipeline.js';
 import { ProcessCache } from '../metadata/process-cache.js';
 import { createSinks, sinkHelp, validateSinkSpecs } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
@@ -28,12 +32,16 @@ Options:
   --proc-root DIR             procfs to read processes from (default: /proc)
   --sys-root DIR              sysfs root (default: /sys)
   --ring-buffer-mib N         kernel-to-agent ring buffer size, a power of two (default: 16)
+  --cri-socket PATH           CRI runtime socket (default: containerd's or CRI-O's usual one, if present)
+  --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
 
 Sinks:
 ${sinkHelp()}
+
+Docker is found through $DOCKER_HOST, else /var/run/docker.sock.
 
 Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
 `;
@@ -64,14 +72,20 @@ async function run(config: Config, log: Logger): Promise<number> {
     },
   });
   const processes = new ProcessCache({ procRoot: config.procRoot });
-  const enricher = new Enricher({ processes, node: config.nodeName, toEpochNs: (ns) => tracer.toEpochNs(ns) });
+  const cgroupRoot = findCgroup2Root(config.procRoot);
+  const runtimes = await openRuntimes(config, log);
+  const containers = new Containers({
+    ...runtimes,
+    log,
+    ...(cgroupRoot ? { cgroups: new CgroupIndex({ root: cgroupRoot }) } : {}),
+  });
+  const enricher = new Enricher({ processes, containers, node: config.nodeName, toEpochNs: (ns) => tracer.toEpochNs(ns) });
+  const pipeline = new Pipeline({ enricher, containers, sinks });
   const counts: Counts = { connect: 0, accept: 0, close: 0, connect_failed: 0, exec: 0, exit: 0, fork: 0 };
 
   tracer.start((records) => {
     for (const r of records) counts[r.kind]++;
-    const events = enricher.batch(records);
-    if (events.length === 0) return;
-    for (const sink of sinks) sink.write(events);
+    pipeline.push(records);
   });
   // after attach, so no process can slip between the scan and the exec events
   processes.scan();
@@ -97,7 +111,9 @@ async function run(config: Config, log: Logger): Promise<number> {
       clearInterval(gcTimer);
       clearInterval(healthTimer);
       await tracer.stop();
+      await pipeline.drain();
       await Promise.all(sinks.map((s) => s.close()));
+      for (const r of runtimes.runtimes) r.close();
       resolveDone();
     })();
     return stopping;
@@ -116,6 +132,8 @@ async function run(config: Config, log: Logger): Promise<number> {
     untracked_sockets: s.untrackedSockets,
     malformed: s.malformed,
     processes: processes.stats(),
+    containers: containers.stats(),
+    pipeline: pipeline.stats(),
     sinks: Object.fromEntries(sinks.map((k) => [k.name, k.stats()])),
   };
   log.info(`summary ${JSON.stringify(summary)}`);

@@ -17,6 +17,12 @@ export interface Config {
   procRoot: string;
   sysRoot: string;
   ringBytes: number;
+  /** CRI runtime socket; undefined: look for the usual ones */
+  criSocket?: string;
+  /** podman's API socket; undefined: /run/podman/podman.sock when present */
+  podmanSocket?: string;
+  /** Docker Engine endpoint from DOCKER_HOST; undefined: /var/run/docker.sock when present */
+  dockerHost?: string;
 }
 
 const MIB = 1 << 20;
@@ -46,6 +52,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
         'proc-root': { type: 'string' },
         'sys-root': { type: 'string' },
         'ring-buffer-mib': { type: 'string' },
+        'cri-socket': { type: 'string' },
+        'podman-socket': { type: 'string' },
       },
     }));
   } catch (e) {
@@ -69,5 +77,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     procRoot: values['proc-root'] ?? '/proc',
     sysRoot: values['sys-root'] ?? '/sys',
     ringBytes: ringMib * MIB,
+    ...(values['cri-socket'] !== undefined ? { criSocket: values['cri-socket'] } : {}),
+    ...(values['podman-socket'] !== undefined ? { podmanSocket: values['podman-socket'] } : {}),
+    ...(env.DOCKER_HOST ? { dockerHost: env.DOCKER_HOST } : {}),
   };
 }

@@ -1,10 +1,15 @@
 /**
- * Turns kernel records into ConnectionEvents: process details from the
- * process cache, wall-clock time, errno names.
+ * Turns kernel records into ConnectionEvents in two steps, so that runtime
+ * lookups can be awaited in between without holding up the kernel side:
+ * ingest() (synchronous, in kernel order) feeds the process cache and takes
+ * each connection's process and container id; finish() (after the lookups)
+ * adds container, pod and peer-pod facts and builds the events.
  */
 import { constants } from 'node:os';
 import type { ConnRecord, KernelRecord } from '../bpf/decode.js';
-import type { ConnectionEvent } from './event.js';
+import type { ContainerRef } from './cgroup.js';
+import type { Containers } from './containers.js';
+import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails } from './event.js';
 import type { ProcessCache } from './process-cache.js';
 
 const ERRNO_NAMES = new Map<number, string>();
@@ -18,10 +23,27 @@ export function errnoName(n: number): string {
 
 export interface EnricherOptions {
   processes: ProcessCache;
+  containers: Containers;
   node: string;
   /** CLOCK_MONOTONIC ns to epoch ns */
   toEpochNs: (monotonicNs: bigint) => bigint;
   now?: () => number;
+}
+
+interface Item {
+  rec: ConnRecord;
+  process: ProcessDetails | null;
+  /** from the process's cgroups; undefined: not known, look at the socket's cgroup */
+  container: ContainerRef | null | undefined;
+}
+
+/** A batch between ingest() and finish(). */
+export interface IngestedBatch {
+  items: Item[];
+  /** container ids the batch mentions */
+  refs: Map<string, ContainerRef>;
+  /** whether some socket's cgroup id is not in the cgroup index yet */
+  unknownCgroups: boolean;
 }
 
 export class Enricher {
@@ -33,33 +55,54 @@ export class Enricher {
     this.now = options.now ?? Date.now;
   }
 
-  /**
-   * Feeds process records to the cache and returns the connection events
-   * of one batch, in kernel order.
-   */
-  batch(records: readonly KernelRecord[]): ConnectionEvent[] {
-    const out: ConnectionEvent[] = [];
-    const procs = this.o.processes;
+  /** Feeds process records to the cache and takes each connection's owner, in kernel order. */
+  ingest(records: readonly KernelRecord[]): IngestedBatch {
+    const batch: IngestedBatch = { items: [], refs: new Map(), unknownCgroups: false };
+    const { processes, containers } = this.o;
     for (const r of records) {
       switch (r.kind) {
         case 'exec':
-          procs.onExec(r);
+          processes.onExec(r);
           break;
         case 'fork':
-          procs.onFork(r);
+          processes.onFork(r);
           break;
         case 'exit':
-          procs.onExit(r, this.now());
+          processes.onExit(r, this.now());
           break;
-        default:
-          out.push(this.connection(r));
+        default: {
+          const owned = r.ownerKnown && r.pid !== 0;
+          const process = owned ? processes.get(r.pid, r) : null;
+          let container = owned ? processes.containerOf(r.pid) : undefined;
+          if (container === undefined) {
+            container = containers.refOfCgroup(r.cgroupId);
+            if (container === undefined && !containers.knowsCgroup(r.cgroupId)) batch.unknownCgroups = true;
+          }
+          if (container) batch.refs.set(container.id, container);
+          batch.items.push({ rec: r, process, container });
+        }
       }
     }
-    return out;
+    return batch;
   }
 
-  connection(r: ConnRecord): ConnectionEvent {
-    const process = r.ownerKnown && r.pid !== 0 ? this.o.processes.get(r.pid, r) : null;
+  /** Builds the events with whatever the container cache knows now. */
+  finish(batch: IngestedBatch): ConnectionEvent[] {
+    return batch.items.map((it) => this.event(it));
+  }
+
+  private event({ rec: r, process, container }: Item): ConnectionEvent {
+    const { containers } = this.o;
+    // the index may have learnt the socket's cgroup since ingest()
+    const ref = container === undefined ? containers.refOfCgroup(r.cgroupId) : container;
+    let c: ContainerDetails | null = null;
+    let pod: PodDetails | null = null;
+    if (ref) {
+      const info = containers.get(ref.id);
+      c = { id: ref.id, name: info?.name ?? null, image: info?.image ?? null, runtime: info?.runtime ?? ref.runtime };
+      if (info?.pod) pod = { name: info.pod.name, namespace: info.pod.namespace, uid: info.pod.uid || ref.podUid || null };
+      else if (ref.podUid) pod = { name: null, namespace: null, uid: ref.podUid };
+    }
     const ev: ConnectionEvent = {
       timeNs: this.o.toEpochNs(r.tsNs),
       event: r.kind,
@@ -69,11 +112,15 @@ export class Enricher {
       remote: { ip: r.remoteIp, port: r.remotePort },
       // shared with the cache, not copied: sinks treat events as read-only
       process,
+      container: c,
+      pod,
       node: this.o.node,
       cgroupId: r.cgroupId,
       netns: r.netns,
       connId: r.connId,
     };
+    const peer = containers.podByIp(r.remoteIp);
+    if (peer) ev.remotePod = { name: peer.name, namespace: peer.namespace };
     if (r.kind === 'close') {
       ev.bytesSent = r.bytesSent;
       ev.bytesReceived = r.bytesReceived;

@@ -18,6 +18,27 @@ export interface ProcessDetails {
   exe: string;
 }
 
+export interface ContainerDetails {
+  id: string;
+  /** null when the runtime could not be asked */
+  name: string | null;
+  image: string | null;
+  /** the runtime that answered, else the one the cgroup path names ('cri': some CRI runtime) */
+  runtime: string;
+}
+
+export interface PodDetails {
+  /** null when only the pod's uid is known (from its cgroup path) */
+  name: string | null;
+  namespace: string | null;
+  uid: string | null;
+}
+
+export interface RemotePod {
+  name: string;
+  namespace: string;
+}
+
 export interface ConnectionEvent {
   /** nanoseconds since the Unix epoch */
   timeNs: bigint;
@@ -28,6 +49,12 @@ export interface ConnectionEvent {
   remote: Endpoint;
   /** null when the kernel could not name the process (e.g. never accepted) */
   process: ProcessDetails | null;
+  /** null outside containers */
+  container: ContainerDetails | null;
+  /** null outside Kubernetes pods */
+  pod: PodDetails | null;
+  /** the peer, when it is a pod on this node */
+  remotePod?: RemotePod;
   node: string;
   cgroupId: number;
   netns: number;

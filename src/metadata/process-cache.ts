@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { readlinkSync, readFileSync } from 'node:fs';
 import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
+import { containerFromProcCgroup, type ContainerRef } from './cgroup.js';
 import { listPids, parseCmdline, readProcess, type ProcessInfo } from './proc.js';
 
 export interface ProcessCacheOptions {
@@ -38,6 +39,8 @@ export interface ProcessHint {
 interface Entry {
   info: ProcessInfo;
   exitedAtMs?: number;
+  /** from /proc/<pid>/cgroup: null outside containers, undefined when not read (yet) */
+  container?: ContainerRef | null;
 }
 
 export class ProcessCache {
@@ -83,13 +86,19 @@ export class ProcessCache {
       // exited already
     }
     const cmd = argv.length > 0 ? argv.join(' ') : r.filename;
-    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe } });
+    // read now: a process that connects and exits at once is gone by its first event
+    const container = this.readContainer(r.pid);
+    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe }, ...(container !== undefined ? { container } : {}) });
   }
 
   /** A new process (not thread) starts as a copy of its parent. */
   onFork(r: TaskRecord): void {
-    const parent = this.entries.get(r.ppid)?.info;
+    const parentEntry = this.entries.get(r.ppid);
+    const parent = parentEntry?.info;
+    // a child starts in its parent's cgroup
+    const container = parentEntry?.container !== undefined ? parentEntry.container : this.readContainer(r.pid);
     this.set(r.pid, {
+      ...(container !== undefined ? { container } : {}),
       info: {
         pid: r.pid,
         ppid: r.ppid,
@@ -124,6 +133,29 @@ export class ProcessCache {
     }
     this.counters.unresolved++;
     return { pid, ppid: hint.ppid, uid: hint.uid, comm: hint.comm, cmd: '', exe: '' };
+  }
+
+  /**
+   * The container a process runs in (null: none), from /proc/<pid>/cgroup
+   * read once per process; undefined when that could not be read (the
+   * process is gone and was never read).
+   */
+  containerOf(pid: number): ContainerRef | null | undefined {
+    const e = this.entries.get(pid);
+    if (e?.container !== undefined) return e.container;
+    const container = this.readContainer(pid);
+    if (e && container !== undefined) e.container = container;
+    return container;
+  }
+
+  private readContainer(pid: number): ContainerRef | null | undefined {
+    let text: string;
+    try {
+      text = readFileSync(join(this.procRoot, String(pid), 'cgroup'), 'utf8');
+    } catch {
+      return undefined;
+    }
+    return containerFromProcCgroup(text) ?? null;
   }
 
   /** Forgets processes that exited more than the TTL ago. Runs on a timer. */

@@ -3,7 +3,7 @@
  * JSON (format=json). The JSON keys are the documented event format.
  */
 import type { Writable } from 'node:stream';
-import type { ConnectionEvent, Endpoint, ProcessDetails } from '../metadata/event.js';
+import type { ConnectionEvent, ContainerDetails, Endpoint, ProcessDetails } from '../metadata/event.js';
 import { rfc3339Nano } from '../util/time.js';
 import type { Sink, SinkStats } from './sink.js';
 
@@ -19,6 +19,9 @@ export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
     local: e.local,
     remote: e.remote,
     process: e.process,
+    container: e.container,
+    pod: e.pod,
+    ...(e.remotePod ? { remote_pod: e.remotePod } : {}),
     node: e.node,
     cgroup_id: e.cgroupId,
     netns: e.netns,
@@ -49,6 +52,19 @@ function jsonOfProcess(p: ProcessDetails | null): string {
   return s;
 }
 
+const containerJson = new Map<string, { c: ContainerDetails; json: string }>();
+
+/** A container's JSON, remembered per id while its details stay the same. */
+function jsonOfContainer(c: ContainerDetails | null): string {
+  if (!c) return 'null';
+  const hit = containerJson.get(c.id);
+  if (hit && hit.c.name === c.name && hit.c.image === c.image && hit.c.runtime === c.runtime) return hit.json;
+  const json = JSON.stringify({ id: c.id, name: c.name, image: c.image, runtime: c.runtime });
+  if (containerJson.size >= 4096) containerJson.clear();
+  containerJson.set(c.id, { c, json });
+  return json;
+}
+
 let lastNode = '';
 let lastNodeJson = '""';
 
@@ -65,7 +81,9 @@ export function toJsonLine(e: ConnectionEvent): string {
   let line =
     `{"time":"${rfc3339Nano(e.timeNs)}","event":"${e.event}","proto":"${e.proto}","direction":"${e.direction}",` +
     `"local":{"ip":"${e.local.ip}","port":${e.local.port}},"remote":{"ip":"${e.remote.ip}","port":${e.remote.port}},` +
-    `"process":${jsonOfProcess(e.process)},"node":${lastNodeJson},"cgroup_id":${e.cgroupId},"netns":${e.netns},"conn_id":${e.connId}`;
+    `"process":${jsonOfProcess(e.process)},"container":${jsonOfContainer(e.container)},"pod":${e.pod ? JSON.stringify(e.pod) : 'null'},` +
+    (e.remotePod ? `"remote_pod":${JSON.stringify(e.remotePod)},` : '') +
+    `"node":${lastNodeJson},"cgroup_id":${e.cgroupId},"netns":${e.netns},"conn_id":${e.connId}`;
   if (e.event === 'close') {
     line += `,"bytes_sent":${e.bytesSent},"bytes_received":${e.bytesReceived},"duration_ms":${e.durationMs},"srtt_us":${e.srttUs},"retransmits":${e.retransmits}`;
   } else if (e.event === 'connect_failed') {
@@ -81,6 +99,9 @@ export function toTextLine(e: ConnectionEvent): string {
   const arrow = e.direction === 'outbound' ? '->' : '<-';
   let line = `${rfc3339Nano(e.timeNs)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)} ${arrow} ${hostPort(e.remote)}`;
   line += e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
+  if (e.container) line += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
+  if (e.pod) line += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
+  if (e.remotePod) line += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
   if (e.event === 'close') {
     line += ` sent=${e.bytesSent} received=${e.bytesReceived} duration=${e.durationMs?.toFixed(3)}ms srtt=${e.srttUs}us retrans=${e.retransmits}`;
   } else if (e.event === 'connect_failed') {

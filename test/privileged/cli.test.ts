@@ -59,14 +59,13 @@ describe('agent life cycle', { skip }, () => {
 
 describe('stdout closed by its reader', { skip }, () => {
   test('convis | head -n 1 ends convis quietly with exit 0', () => {
-    // the listener makes the first event; head exits after one line
+    // connections keep coming until convis notices on its next write that head has gone
+    const connectLoop =
+      `for i in $(seq 100); do python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); ` +
+      `c=socket.create_connection(s.getsockname()); a,_=s.accept()"; sleep 0.1; done`;
     const r = spawnSync(
       'bash',
-      [
-        '-c',
-        `set -o pipefail; ( sleep 2; python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); c=socket.create_connection(s.getsockname()); a,_=s.accept()" ) & ` +
-          `"${process.execPath}" "${convisBin}" | head -n 1; echo "status \${PIPESTATUS[0]}"`,
-      ],
+      ['-c', `set -o pipefail; ( sleep 1; ${connectLoop} ) & bg=$!; "${process.execPath}" "${convisBin}" | head -n 1; echo "status \${PIPESTATUS[0]}"; kill $bg`],
       { encoding: 'utf8', timeout: 30_000 },
     );
     const lines = r.stdout.trim().split('\n');

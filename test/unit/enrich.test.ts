@@ -8,6 +8,8 @@ import { describe, test } from 'node:test';
 import type { ConnKind, ConnRecord, ExecRecord, KernelRecord, TaskRecord } from '../../src/bpf/decode.js';
 import { Enricher, errnoName } from '../../src/metadata/enrich.js';
 import { ProcessCache } from '../../src/metadata/process-cache.js';
+import { Containers } from '../../src/metadata/containers.js';
+import { createLogger } from '../../src/util/log.js';
 import { repoRoot } from '../helpers/paths.js';
 
 const procRoot = join(repoRoot, 'test/fixtures/proc');
@@ -53,11 +55,22 @@ function task(kind: 'fork' | 'exit', pid: number, over: Partial<TaskRecord> = {}
   return { kind, pid, tsNs: 1n, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4321, comm: 'task', ...over };
 }
 
+function one(enricher: Enricher, r: ConnRecord) {
+  return run(enricher, [r])[0]!;
+}
+
+/** ingest() then finish(): what the pipeline does when no lookup is needed */
+function run(enricher: Enricher, records: KernelRecord[]) {
+  return enricher.finish(enricher.ingest(records));
+}
+
 function setup(opts: { exitedTtlMs?: number; now?: () => number } = {}) {
   const processes = new ProcessCache({ procRoot, exitedTtlMs: opts.exitedTtlMs ?? 1000 });
   const seen: bigint[] = [];
+  const containers = new Containers({ runtimes: [], log: createLogger(false, () => undefined) });
   const enricher = new Enricher({
     processes,
+    containers,
     node: 'node-a',
     toEpochNs: (m) => {
       seen.push(m);
@@ -101,7 +114,7 @@ describe('Enricher.batch', () => {
       conn('close', GONE, { connId: 1 }),
       conn('connect_failed', GONE + 1, { connId: 3, error: 111 }),
     ];
-    const out = enricher.batch(records);
+    const out = run(enricher, records);
     assert.deepEqual(
       out.map((e) => [e.event, e.connId]),
       [
@@ -122,14 +135,14 @@ describe('Enricher.batch', () => {
 
   test('an empty batch and a batch of only process records give no events', () => {
     const { enricher, processes } = setup();
-    assert.deepEqual(enricher.batch([]), []);
-    assert.deepEqual(enricher.batch([exec(GONE, ['a']), task('fork', GONE + 1, { ppid: GONE }), task('exit', GONE + 1)]), []);
+    assert.deepEqual(run(enricher, []), []);
+    assert.deepEqual(run(enricher, [exec(GONE, ['a']), task('fork', GONE + 1, { ppid: GONE }), task('exit', GONE + 1)]), []);
     assert.equal(processes.stats().size, 2);
   });
 
   test('exit is stamped with now(): gc drops it only after the TTL from that time', () => {
     const { enricher, processes } = setup({ exitedTtlMs: 100, now: () => 5000 });
-    enricher.batch([exec(GONE, ['a']), task('exit', GONE)]);
+    run(enricher, [exec(GONE, ['a']), task('exit', GONE)]);
     processes.gc(5100);
     assert.equal(processes.stats().size, 1);
     processes.gc(5101);
@@ -138,7 +151,7 @@ describe('Enricher.batch', () => {
 
   test('timeNs comes from toEpochNs of the record time', () => {
     const { enricher, seen } = setup();
-    const [a, b] = enricher.batch([conn('connect', GONE, { tsNs: 42n }), conn('close', GONE, { tsNs: 3_000_000_000_000n })]);
+    const [a, b] = run(enricher, [conn('connect', GONE, { tsNs: 42n }), conn('close', GONE, { tsNs: 3_000_000_000_000n })]);
     assert.deepEqual(seen, [42n, 3_000_000_000_000n]);
     assert.equal(a!.timeNs, BOOT_EPOCH_NS + 42n);
     assert.equal(b!.timeNs, BOOT_EPOCH_NS + 3_000_000_000_000n);
@@ -160,7 +173,7 @@ describe('Enricher.connection', () => {
       remotePort: 8443,
       family: 6,
     });
-    assert.deepEqual(enricher.connection(r), {
+    assert.deepEqual(one(enricher, r), {
       timeNs: BOOT_EPOCH_NS + 77n,
       event: 'connect',
       proto: 'tcp',
@@ -168,6 +181,8 @@ describe('Enricher.connection', () => {
       local: { ip: '2001:db8::1', port: 40000 },
       remote: { ip: '2001:db8::2', port: 8443 },
       process: { pid: GONE, ppid: 1, uid: 1000, comm: 'wget', cmd: 'wget x', exe: '/usr/bin/wget' },
+      container: null,
+      pod: null,
       node: 'node-a',
       cgroupId: 5555,
       netns: 4026532000,
@@ -177,8 +192,8 @@ describe('Enricher.connection', () => {
 
   test('direction inbound and outbound pass through', () => {
     const { enricher } = setup();
-    assert.equal(enricher.connection(conn('accept', GONE, { direction: 'inbound' })).direction, 'inbound');
-    assert.equal(enricher.connection(conn('connect', GONE, { direction: 'outbound' })).direction, 'outbound');
+    assert.equal(one(enricher, conn('accept', GONE, { direction: 'inbound' })).direction, 'inbound');
+    assert.equal(one(enricher, conn('connect', GONE, { direction: 'outbound' })).direction, 'outbound');
   });
 
   const nullCases: { name: string; pid: number; ownerKnown: boolean }[] = [
@@ -189,7 +204,7 @@ describe('Enricher.connection', () => {
   for (const c of nullCases) {
     test(`process is null: ${c.name}, and the cache is not asked`, () => {
       const { enricher, processes } = setup();
-      const e = enricher.connection(conn('accept', c.pid, { ownerKnown: c.ownerKnown, direction: 'inbound' }));
+      const e = one(enricher, conn('accept', c.pid, { ownerKnown: c.ownerKnown, direction: 'inbound' }));
       assert.equal(e.process, null);
       assert.deepEqual(processes.stats(), { size: 0, hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 });
     });
@@ -197,20 +212,20 @@ describe('Enricher.connection', () => {
 
   test('a process only in procfs is read from there', () => {
     const { enricher, processes } = setup();
-    const e = enricher.connection(conn('connect', 4300, { comm: 'hint-comm', uid: 5, ppid: 6 }));
+    const e = one(enricher, conn('connect', 4300, { comm: 'hint-comm', uid: 5, ppid: 6 }));
     assert.deepEqual(e.process, { pid: 4300, ppid: 1, uid: 1001, comm: 'sleep', cmd: 'sleep infinity', exe: '' });
     assert.equal(processes.stats().procfsReads, 1);
   });
 
   test('a process gone everywhere: the record\'s comm, ppid and uid', () => {
     const { enricher } = setup();
-    const e = enricher.connection(conn('connect', GONE, { comm: 'short-lived', uid: 5, ppid: 6 }));
+    const e = one(enricher, conn('connect', GONE, { comm: 'short-lived', uid: 5, ppid: 6 }));
     assert.deepEqual(e.process, { pid: GONE, ppid: 6, uid: 5, comm: 'short-lived', cmd: '', exe: '' });
   });
 
   test('close: the counters are copied', () => {
     const { enricher } = setup();
-    const e = enricher.connection(
+    const e = one(enricher, 
       conn('close', GONE, { bytesSent: 1_000_000, bytesReceived: 2_500, durationMs: 12.345678, srttUs: 250, retransmits: 3, error: 111 }),
     );
     assert.equal(e.bytesSent, 1_000_000);
@@ -230,7 +245,7 @@ describe('Enricher.connection', () => {
   for (const c of failCases) {
     test(`connect_failed: errno ${c.errno} -> ${c.want}, no close counters`, () => {
       const { enricher } = setup();
-      const e = enricher.connection(conn('connect_failed', GONE, { error: c.errno, bytesSent: 5 }));
+      const e = one(enricher, conn('connect_failed', GONE, { error: c.errno, bytesSent: 5 }));
       assert.equal(e.error, c.want);
       for (const k of ['bytesSent', 'bytesReceived', 'durationMs', 'srttUs', 'retransmits']) assert.equal(k in e, false, k);
     });
@@ -239,7 +254,7 @@ describe('Enricher.connection', () => {
   test('connect and accept carry neither counters nor error', () => {
     const { enricher } = setup();
     for (const kind of ['connect', 'accept'] as const) {
-      const e = enricher.connection(conn(kind, GONE, { bytesSent: 5, error: 111 }));
+      const e = one(enricher, conn(kind, GONE, { bytesSent: 5, error: 111 }));
       assert.deepEqual(
         Object.keys(e).filter((k) => ['bytesSent', 'bytesReceived', 'durationMs', 'srttUs', 'retransmits', 'error'].includes(k)),
         [],

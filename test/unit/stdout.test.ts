@@ -25,6 +25,8 @@ function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEve
     local: { ip: '10.0.0.1', port: 51000 },
     remote: { ip: '10.0.0.2', port: 80 },
     process: proc,
+    container: null,
+    pod: null,
     node: 'node-a',
     cgroupId: 12345,
     netns: 4026531840,
@@ -35,7 +37,7 @@ function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEve
   return { ...e, ...over };
 }
 
-const BASE_KEYS = ['time', 'event', 'proto', 'direction', 'local', 'remote', 'process', 'node', 'cgroup_id', 'netns', 'conn_id'];
+const BASE_KEYS = ['time', 'event', 'proto', 'direction', 'local', 'remote', 'process', 'container', 'pod', 'node', 'cgroup_id', 'netns', 'conn_id'];
 const CLOSE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits'];
 
 describe('toJsonObject', () => {
@@ -61,6 +63,8 @@ describe('toJsonObject', () => {
       local: { ip: '10.0.0.1', port: 51000 },
       remote: { ip: '10.0.0.2', port: 80 },
       process: { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' },
+      container: null,
+      pod: null,
       node: 'node-a',
       cgroup_id: 12345,
       netns: 4026531840,
@@ -266,5 +270,43 @@ describe('toJsonLine (the fast path)', () => {
     const b = { ...ev('close'), process: p, node: 'two' };
     assert.equal(toJsonLine(a), JSON.stringify(toJsonObject(a)));
     assert.equal(toJsonLine(b), JSON.stringify(toJsonObject(b)));
+  });
+});
+
+describe('container, pod and remote_pod', () => {
+  const c = { id: 'a'.repeat(64), name: 'web', image: 'nginx:1.27', runtime: 'containerd' };
+  const pod = { name: 'web-0', namespace: 'shop', uid: '5c1e3b0a-7d2f-4e8a-9b6c-0d1e2f3a4b5c' };
+
+  test('JSON carries them (remote_pod only when known) and the fast path agrees', () => {
+    const e = ev('close', { container: c, pod, remotePod: { name: 'db-0', namespace: 'shop' } });
+    const o = JSON.parse(toJsonLine(e)) as Record<string, unknown>;
+    assert.deepEqual(o.container, c);
+    assert.deepEqual(o.pod, pod);
+    assert.deepEqual(o.remote_pod, { name: 'db-0', namespace: 'shop' });
+    assert.equal(toJsonLine(e), JSON.stringify(toJsonObject(e)));
+    const bare = JSON.parse(toJsonLine(ev('connect'))) as Record<string, unknown>;
+    assert.equal(bare.container, null);
+    assert.equal(bare.pod, null);
+    assert.equal('remote_pod' in bare, false);
+  });
+
+  test('a container whose runtime could not be asked: id and runtime, name and image null', () => {
+    const partial = { id: 'b'.repeat(64), name: null, image: null, runtime: 'docker' };
+    const e = ev('connect', { container: partial, pod: { name: null, namespace: null, uid: pod.uid } });
+    assert.equal(toJsonLine(e), JSON.stringify(toJsonObject(e)));
+    assert.match(toTextLine(e), / container=bbbbbbbbbbbb pod=uid:5c1e3b0a/);
+  });
+
+  test('the fast path notices when a container\'s details change (name learnt later)', () => {
+    const id = 'c'.repeat(64);
+    const first = ev('connect', { container: { id, name: null, image: null, runtime: 'docker' } });
+    const later = ev('close', { container: { id, name: 'api', image: 'api:2', runtime: 'docker' } });
+    assert.equal(toJsonLine(first), JSON.stringify(toJsonObject(first)));
+    assert.equal(toJsonLine(later), JSON.stringify(toJsonObject(later)));
+  });
+
+  test('text shows container name, pod and remote pod', () => {
+    const line = toTextLine(ev('connect', { container: c, pod, remotePod: { name: 'db-0', namespace: 'shop' } }));
+    assert.match(line, / container=web pod=shop\/web-0 remote_pod=shop\/db-0/);
   });
 });
