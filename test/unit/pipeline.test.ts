@@ -1,0 +1,98 @@
+/**
+ * The pipeline keeps kernel order while a batch waits for a container
+ * lookup, and does not wait when the queue is too long.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ConnRecord } from '../../src/bpf/decode.js';
+import { RuntimeUnavailableError, type ContainerInfo, type RuntimeClient } from '../../src/metadata/container.js';
+import { Containers } from '../../src/metadata/containers.js';
+import { Enricher } from '../../src/metadata/enrich.js';
+import type { ConnectionEvent } from '../../src/metadata/event.js';
+import { ProcessCache } from '../../src/metadata/process-cache.js';
+import { Pipeline } from '../../src/pipeline/pipeline.js';
+import type { Sink } from '../../src/sinks/sink.js';
+import { createLogger } from '../../src/util/log.js';
+import { repoRoot } from '../helpers/paths.js';
+import { mkdirSync, mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { CgroupIndex } from '../../src/metadata/cgroup-index.js';
+
+const ID = 'd'.repeat(64);
+
+/** A runtime whose answer the test releases by hand. */
+class GatedRuntime implements RuntimeClient {
+  readonly runtime = 'docker' as const;
+  readonly endpoint = 'test';
+  release: () => void = () => undefined;
+  private readonly gate = new Promise<void>((r) => (this.release = r));
+  async inspect(id: string): Promise<ContainerInfo | null> {
+    await this.gate;
+    if (id !== ID) throw new RuntimeUnavailableError('docker', 'unexpected id');
+    return { id, name: 'web', image: 'nginx:1', runtime: 'docker', labels: {} };
+  }
+  close(): void {}
+}
+
+class Collect implements Sink {
+  readonly name = 'collect';
+  events: ConnectionEvent[] = [];
+  write(events: readonly ConnectionEvent[]): void {
+    this.events.push(...events);
+  }
+  async close(): Promise<void> {}
+  stats() {
+    return { sent: this.events.length, dropped: 0 };
+  }
+}
+
+function conn(connId: number, cgroupId: number): ConnRecord {
+  return {
+    kind: 'connect', pid: 0, tsNs: 1n, tid: 0, uid: 0, ppid: 0, comm: '', ownerKnown: false, startSeen: true,
+    connId, cgroupId, netns: 1, family: 4, direction: 'outbound', localIp: '10.0.0.1', localPort: 1000 + connId,
+    remoteIp: '10.0.0.2', remotePort: 80, error: 0, bytesSent: 0, bytesReceived: 0, durationMs: 0, srttUs: 0,
+    retransmits: 0, oldState: 0,
+  };
+}
+
+async function setup(maxWaiting?: number) {
+  // a socket whose cgroup is a docker container's, found through a real directory tree
+  const root = mkdtempSync(join(tmpdir(), 'convis-pipe-'));
+  mkdirSync(join(root, 'docker', ID), { recursive: true });
+  const containerCg = Number(statSync(join(root, 'docker', ID)).ino);
+  const hostCg = Number(statSync(root).ino);
+  const cgroups = new CgroupIndex({ root, minRefreshMs: 0 });
+  await cgroups.refresh();
+  const runtime = new GatedRuntime();
+  const containers = new Containers({ runtimes: [runtime], cgroups, log: createLogger(false, () => undefined) });
+  const processes = new ProcessCache({ procRoot: join(repoRoot, 'test/fixtures/proc') });
+  const enricher = new Enricher({ processes, containers, node: 'n', toEpochNs: (n) => n });
+  const sink = new Collect();
+  const pipeline = new Pipeline({ enricher, containers, sinks: [sink], ...(maxWaiting !== undefined ? { maxWaiting } : {}) });
+  return { pipeline, sink, runtime, containerCg, hostCg };
+}
+
+test('a batch waiting for a lookup holds later batches back, and all arrive in order with the name', async () => {
+  const { pipeline, sink, runtime, containerCg, hostCg } = await setup();
+  pipeline.push([conn(1, containerCg)]);
+  pipeline.push([conn(2, hostCg)]); // needs nothing, but must not overtake
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(sink.events.length, 0);
+  runtime.release();
+  await pipeline.drain();
+  assert.deepEqual(sink.events.map((e) => e.connId), [1, 2]);
+  assert.equal(sink.events[0]!.container?.name, 'web');
+  assert.equal(sink.events[1]!.container, null);
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 0, queued: 0 });
+});
+
+test('with the queue full, a batch goes on without waiting and is counted', async () => {
+  const { pipeline, sink, runtime, containerCg } = await setup(1);
+  pipeline.push([conn(1, containerCg)]);
+  pipeline.push([conn(2, containerCg)]);
+  runtime.release();
+  await pipeline.drain();
+  assert.deepEqual(sink.events.map((e) => e.connId), [1, 2]);
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 1, queued: 0 });
+});
