@@ -12,8 +12,11 @@ fi
 
 # build: clang/llvm (BPF object), bpftool (vmlinux.h, skeleton), libbpf-dev,
 # build-essential + python3 (node-gyp); run: libbpf1, libelf1, zlib1g;
-# tests: iproute2 (network namespaces), util-linux (setpriv), python3 (peers)
-pkgs=(clang llvm bpftool libbpf-dev libbpf1 libelf1 zlib1g build-essential python3 iproute2 util-linux ca-certificates)
+# tests: iproute2 (network namespaces), util-linux (setpriv), python3 (peers),
+# real container runtimes started by the tests (containerd with CRI, runc,
+# CNI plugins) and busybox-static for the images they build locally
+pkgs=(clang llvm bpftool libbpf-dev libbpf1 libelf1 zlib1g build-essential python3 iproute2 util-linux ca-certificates
+  containerd runc containernetworking-plugins busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

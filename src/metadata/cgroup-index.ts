@@ -37,8 +37,8 @@ export interface CgroupIndexOptions {
   root: string;
   /** most ids remembered, including those of removed cgroups (default 65536) */
   maxEntries?: number;
-  /** a refresh is at most this often (default 1000 ms) */
-  minRefreshMs?: number;
+  /** an id a walk did not find is not looked for again for this long (default 30 s) */
+  missedForMs?: number;
   now?: () => number;
 }
 
@@ -46,17 +46,19 @@ export class CgroupIndex {
   readonly root: string;
   /** id -> path relative to the root ("/docker/<id>"); removed cgroups stay until evicted */
   private readonly paths = new Map<number, string>();
+  /** ids a walk did not find -> when; they do not cause walks again for a while */
+  private readonly missed = new Map<number, number>();
   private readonly maxEntries: number;
-  private readonly minRefreshMs: number;
+  private readonly missedForMs: number;
   private readonly now: () => number;
-  private refreshing: Promise<void> | undefined;
-  private lastRefreshMs = -Infinity;
+  private walking: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
   refreshes = 0;
 
   constructor(o: CgroupIndexOptions) {
     this.root = o.root;
     this.maxEntries = o.maxEntries ?? 65536;
-    this.minRefreshMs = o.minRefreshMs ?? 1000;
+    this.missedForMs = o.missedForMs ?? 30_000;
     this.now = o.now ?? Date.now;
   }
 
@@ -64,22 +66,57 @@ export class CgroupIndex {
     return this.paths.get(id);
   }
 
+  /** Whether a walk could still find this id: not indexed, and not missed lately. */
+  isWorthLookingFor(id: number): boolean {
+    if (this.paths.has(id)) return false;
+    const at = this.missed.get(id);
+    return at === undefined || this.now() - at >= this.missedForMs;
+  }
+
   /**
-   * Walks the hierarchy again (shared by concurrent callers, and not more
-   * often than minRefreshMs). Paths of cgroups that are gone are kept: a
-   * container that exited a moment ago is still named.
+   * Walks the hierarchy when some of `ids` are worth looking for; ids still
+   * missing afterwards are not looked for again for missedForMs.
+   */
+  async find(ids: Iterable<number>): Promise<void> {
+    const wanted = [...ids].filter((id) => this.isWorthLookingFor(id));
+    if (wanted.length === 0) return;
+    await this.refresh();
+    const now = this.now();
+    for (const id of wanted) {
+      if (this.paths.has(id)) continue;
+      this.missed.set(id, now);
+      if (this.missed.size > this.maxEntries) {
+        const oldest = this.missed.keys().next().value;
+        if (oldest !== undefined) this.missed.delete(oldest);
+      }
+    }
+  }
+
+  /**
+   * Walks the hierarchy again. A caller arriving during a walk gets the next
+   * one (which sees cgroups created meanwhile); callers arriving together
+   * share it. Paths of cgroups that are gone are kept: a container that
+   * exited a moment ago is still named.
    */
   refresh(): Promise<void> {
-    if (this.refreshing) return this.refreshing;
-    if (this.now() - this.lastRefreshMs < this.minRefreshMs) return Promise.resolve();
-    this.refreshing = this.walk('/')
-      .catch(() => undefined) // an unreadable hierarchy leaves the index as it was
-      .finally(() => {
-        this.lastRefreshMs = this.now();
-        this.refreshes++;
-        this.refreshing = undefined;
-      });
-    return this.refreshing;
+    if (!this.walking) {
+      this.walking = this.walkOnce().finally(() => (this.walking = undefined));
+      return this.walking;
+    }
+    this.queued ??= this.walking.then(() => {
+      this.queued = undefined;
+      return this.refresh();
+    });
+    return this.queued;
+  }
+
+  private async walkOnce(): Promise<void> {
+    try {
+      await this.walk('/');
+    } catch {
+      // an unreadable hierarchy leaves the index as it was
+    }
+    this.refreshes++;
   }
 
   private async walk(rel: string): Promise<void> {
@@ -103,6 +140,7 @@ export class CgroupIndex {
   }
 
   private remember(id: number, path: string): void {
+    this.missed.delete(id);
     this.paths.delete(id);
     this.paths.set(id, path);
     if (this.paths.size > this.maxEntries) {

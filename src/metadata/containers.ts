@@ -73,9 +73,9 @@ export class Containers {
     return path === undefined ? undefined : containerFromPath(path);
   }
 
-  /** Whether the index has a path for this cgroup id (else a refresh may find it). */
-  knowsCgroup(cgroupId: number): boolean {
-    return !this.o.cgroups || this.o.cgroups.get(cgroupId) !== undefined;
+  /** Whether walking the cgroup hierarchy might still find this id. */
+  mayFindCgroup(cgroupId: number): boolean {
+    return this.o.cgroups?.isWorthLookingFor(cgroupId) ?? false;
   }
 
   /** Cached facts for a container id, or undefined. */
@@ -94,28 +94,48 @@ export class Containers {
     return this.podsByIp.get(ip);
   }
 
-  /** Whether resolve() has anything to do for these refs and cgroup ids. */
-  needs(refs: Iterable<ContainerRef>, unknownCgroups: boolean): boolean {
-    if (unknownCgroups && this.o.cgroups) return true;
+  /** Whether resolve() has anything to do for these refs and unknown cgroup ids. */
+  needs(refs: Iterable<ContainerRef>, unknownCgroups: ReadonlySet<number>): boolean {
+    if (unknownCgroups.size > 0) return true;
     for (const r of refs) if (this.wants(r)) return true;
     return this.podsStale();
   }
 
   /**
-   * Looks up what the refs need (and re-reads the cgroup index when a socket's
-   * cgroup id was unknown), waiting at most waitMs. Never rejects.
+   * Looks up what the refs need, and walks the cgroup hierarchy for socket
+   * cgroup ids it does not know, then looks up the containers those name;
+   * waits at most waitMs. Never rejects.
    */
-  async resolve(refs: Iterable<ContainerRef>, unknownCgroups: boolean): Promise<void> {
-    const work: Promise<void>[] = [];
-    if (unknownCgroups && this.o.cgroups) work.push(this.o.cgroups.refresh());
-    for (const r of refs) if (this.wants(r)) work.push(this.lookup(r));
-    if (this.podsStale()) work.push(this.readPods());
+  async resolve(refs: Iterable<ContainerRef>, unknownCgroups: ReadonlySet<number>): Promise<void> {
+    const work = this.work(refs, unknownCgroups);
     if (work.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((res) => (timer = setTimeout(() => res('late'), this.o.waitMs)));
     const done = await Promise.race([Promise.all(work).then(() => 'done' as const), late]);
     clearTimeout(timer);
     if (done === 'late') this.counters.lateBatches++;
+  }
+
+  /** Finds these cgroups and looks up their containers in the background. */
+  prefetch(cgroupIds: ReadonlySet<number>): void {
+    void Promise.all(this.work([], cgroupIds));
+  }
+
+  /** The lookups (each never rejects) that refs and unknown cgroup ids call for. */
+  private work(refs: Iterable<ContainerRef>, unknownCgroups: ReadonlySet<number>): Promise<void>[] {
+    const work: Promise<void>[] = [];
+    const cgroups = this.o.cgroups;
+    if (cgroups && unknownCgroups.size > 0) {
+      work.push(
+        cgroups.find(unknownCgroups).then(async () => {
+          const found = [...unknownCgroups].map((id) => this.refOfCgroup(id)).filter((r): r is ContainerRef => r !== undefined);
+          await Promise.all(found.filter((r) => this.wants(r)).map((r) => this.lookup(r)));
+        }),
+      );
+    }
+    for (const r of refs) if (this.wants(r)) work.push(this.lookup(r));
+    if (this.podsStale()) work.push(this.readPods());
+    return work;
   }
 
   stats(): ContainersStats {

@@ -42,8 +42,13 @@ export interface IngestedBatch {
   items: Item[];
   /** container ids the batch mentions */
   refs: Map<string, ContainerRef>;
-  /** whether some socket's cgroup id is not in the cgroup index yet */
-  unknownCgroups: boolean;
+  /** socket cgroup ids the cgroup index does not know yet */
+  unknownCgroups: Set<number>;
+  /**
+   * cgroups of new processes the index does not know yet: worth finding now,
+   * while they exist (a short-lived container's cgroup is gone soon after)
+   */
+  newCgroups: Set<number>;
 }
 
 export class Enricher {
@@ -57,12 +62,13 @@ export class Enricher {
 
   /** Feeds process records to the cache and takes each connection's owner, in kernel order. */
   ingest(records: readonly KernelRecord[]): IngestedBatch {
-    const batch: IngestedBatch = { items: [], refs: new Map(), unknownCgroups: false };
+    const batch: IngestedBatch = { items: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
     const { processes, containers } = this.o;
     for (const r of records) {
       switch (r.kind) {
         case 'exec':
           processes.onExec(r);
+          if (containers.mayFindCgroup(r.cgroupId)) batch.newCgroups.add(r.cgroupId);
           break;
         case 'fork':
           processes.onFork(r);
@@ -76,7 +82,7 @@ export class Enricher {
           let container = owned ? processes.containerOf(r.pid) : undefined;
           if (container === undefined) {
             container = containers.refOfCgroup(r.cgroupId);
-            if (container === undefined && !containers.knowsCgroup(r.cgroupId)) batch.unknownCgroups = true;
+            if (container === undefined && containers.mayFindCgroup(r.cgroupId)) batch.unknownCgroups.add(r.cgroupId);
           }
           if (container) batch.refs.set(container.id, container);
           batch.items.push({ rec: r, process, container });

@@ -86,8 +86,10 @@ export class ProcessCache {
       // exited already
     }
     const cmd = argv.length > 0 ? argv.join(' ') : r.filename;
-    // read now: a process that connects and exits at once is gone by its first event
-    const container = this.readContainer(r.pid);
+    // read now: a process that connects and exits at once is gone by its first
+    // event; if it is gone already, exec did not change its cgroups: keep what
+    // it inherited at fork
+    const container = this.readContainer(r.pid) ?? this.entries.get(r.pid)?.container;
     this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe }, ...(container !== undefined ? { container } : {}) });
   }
 

@@ -41,6 +41,8 @@ export class Pipeline {
 
   push(records: readonly KernelRecord[]): void {
     const batch = this.o.enricher.ingest(records);
+    // learn new processes' containers ahead of their first connection
+    if (batch.newCgroups.size > 0) this.o.containers.prefetch(batch.newCgroups);
     if (batch.items.length === 0) return;
     const needs = this.o.containers.needs(batch.refs.values(), batch.unknownCgroups);
     if (!needs && this.queued === 0) {

@@ -35,6 +35,9 @@ export interface JsonEvent {
   local: { ip: string; port: number };
   remote: { ip: string; port: number };
   process: { pid: number; ppid: number; uid: number; comm: string; cmd: string; exe: string } | null;
+  container: { id: string; name: string | null; image: string | null; runtime: string } | null;
+  pod: { name: string | null; namespace: string | null; uid: string | null } | null;
+  remote_pod?: { name: string; namespace: string };
   node: string;
   cgroup_id: number;
   netns: number;

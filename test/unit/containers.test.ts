@@ -15,6 +15,7 @@ import { Containers } from '../../src/metadata/containers.js';
 import { createLogger } from '../../src/util/log.js';
 
 const ID1 = '1'.repeat(64);
+const NONE: ReadonlySet<number> = new Set();
 const ID2 = '2'.repeat(64);
 
 class FakeRuntime implements RuntimeClient {
@@ -63,12 +64,12 @@ describe('Containers', () => {
     const docker = new FakeRuntime('docker');
     docker.known.set(ID1, info(ID1, 'docker'));
     const { c } = setup([docker]);
-    assert.equal(c.needs([ref(ID1)], false), true);
-    await Promise.all([c.resolve([ref(ID1)], false), c.resolve([ref(ID1)], false)]);
+    assert.equal(c.needs([ref(ID1)], NONE), true);
+    await Promise.all([c.resolve([ref(ID1)], NONE), c.resolve([ref(ID1)], NONE)]);
     assert.deepEqual(docker.calls, [ID1]);
     assert.equal(c.get(ID1)?.name, 'n-1111');
-    assert.equal(c.needs([ref(ID1)], false), false);
-    await c.resolve([ref(ID1)], false);
+    assert.equal(c.needs([ref(ID1)], NONE), false);
+    await c.resolve([ref(ID1)], NONE);
     assert.deepEqual(docker.calls, [ID1]);
   });
 
@@ -77,10 +78,10 @@ describe('Containers', () => {
     const cri = new FakeRuntime('containerd');
     cri.known.set(ID1, info(ID1, 'containerd'));
     const { c } = setup([docker, cri]);
-    await c.resolve([ref(ID1, 'cri')], false);
+    await c.resolve([ref(ID1, 'cri')], NONE);
     assert.deepEqual(cri.calls, [ID1]);
     assert.deepEqual(docker.calls, []);
-    await c.resolve([ref(ID2, 'podman')], false); // nobody matches podman: all are asked
+    await c.resolve([ref(ID2, 'podman')], NONE); // nobody matches podman: all are asked
     assert.deepEqual(docker.calls, [ID2]);
     assert.deepEqual(cri.calls, [ID1, ID2]);
   });
@@ -88,12 +89,12 @@ describe('Containers', () => {
   test('an id nobody knows is not asked about again until unknownForMs has passed', async () => {
     const docker = new FakeRuntime('docker');
     const { c, advance } = setup([docker], { unknownForMs: 60_000 });
-    await c.resolve([ref(ID1)], false);
-    assert.equal(c.needs([ref(ID1)], false), false);
+    await c.resolve([ref(ID1)], NONE);
+    assert.equal(c.needs([ref(ID1)], NONE), false);
     advance(59_999);
-    assert.equal(c.needs([ref(ID1)], false), false);
+    assert.equal(c.needs([ref(ID1)], NONE), false);
     advance(1);
-    assert.equal(c.needs([ref(ID1)], false), true);
+    assert.equal(c.needs([ref(ID1)], NONE), true);
     assert.equal(c.stats().unknown, 1);
   });
 
@@ -101,8 +102,8 @@ describe('Containers', () => {
     const docker = new FakeRuntime('docker');
     docker.down = true;
     const { c, lines, advance } = setup([docker], { downForMs: 30_000, unknownForMs: 0 });
-    await c.resolve([ref(ID1)], false);
-    await c.resolve([ref(ID2)], false);
+    await c.resolve([ref(ID1)], NONE);
+    await c.resolve([ref(ID2)], NONE);
     assert.deepEqual(docker.calls, [ID1], 'not asked while down');
     assert.equal(lines.length, 1);
     assert.match(lines[0]!, /^convis: warning: docker at \/run\/docker\.sock is unavailable \(connect ENOENT/);
@@ -110,7 +111,7 @@ describe('Containers', () => {
     advance(30_000);
     docker.down = false;
     docker.known.set(ID2, info(ID2, 'docker'));
-    await c.resolve([ref(ID2)], false);
+    await c.resolve([ref(ID2)], NONE);
     assert.equal(c.get(ID2)?.id, ID2);
     assert.match(lines[1]!, /docker at \/run\/docker\.sock answers again/);
   });
@@ -120,7 +121,7 @@ describe('Containers', () => {
     docker.hang = true;
     const { c } = setup([docker], { waitMs: 50, now: Date.now });
     const t0 = Date.now();
-    await c.resolve([ref(ID1)], false);
+    await c.resolve([ref(ID1)], NONE);
     assert.ok(Date.now() - t0 < 1000);
     assert.equal(c.stats().lateBatches, 1);
   });
@@ -130,11 +131,11 @@ describe('Containers', () => {
     cri.pods = [{ id: 's1', name: 'db-0', namespace: 'shop', uid: 'u1', ips: ['10.88.0.5', 'fd00::5'] }];
     cri.known.set(ID1, info(ID1, 'containerd', { name: 'web-0', namespace: 'shop', uid: 'u2' }));
     const { c } = setup([cri], { pods: cri, podRefreshMs: 60_000 });
-    await c.resolve([], false);
+    await c.resolve([], NONE);
     assert.equal(c.podByIp('10.88.0.5')?.name, 'db-0');
     assert.equal(c.podByIp('fd00::5')?.namespace, 'shop');
     cri.pods.push({ id: 's2', name: 'web-0', namespace: 'shop', uid: 'u2', ips: ['10.88.0.6'] });
-    await c.resolve([ref(ID1, 'cri')], false);
+    await c.resolve([ref(ID1, 'cri')], NONE);
     assert.equal(c.podByIp('10.88.0.6')?.name, 'web-0', 're-read although podRefreshMs has not passed');
     assert.equal(c.stats().podIps, 3);
   });
@@ -144,10 +145,10 @@ describe('Containers', () => {
     const ids = ['a', 'b', 'c'].map((x) => x.repeat(64));
     for (const id of ids) docker.known.set(id, info(id, 'docker'));
     const { c } = setup([docker], { maxContainers: 2 });
-    await c.resolve([ref(ids[0]!)], false);
-    await c.resolve([ref(ids[1]!)], false);
+    await c.resolve([ref(ids[0]!)], NONE);
+    await c.resolve([ref(ids[1]!)], NONE);
     c.get(ids[0]!); // used: b is now the least recent
-    await c.resolve([ref(ids[2]!)], false);
+    await c.resolve([ref(ids[2]!)], NONE);
     assert.ok(c.get(ids[0]!));
     assert.equal(c.get(ids[1]!), undefined);
     assert.ok(c.get(ids[2]!));
@@ -160,30 +161,48 @@ describe('CgroupIndex', () => {
     const dir = join(root, 'docker', ID1);
     mkdirSync(dir, { recursive: true });
     const ino = Number(statSync(dir).ino);
-    let now = 0;
-    const index = new CgroupIndex({ root, minRefreshMs: 1000, now: () => now });
+    const index = new CgroupIndex({ root });
     assert.equal(index.get(ino), undefined);
-    await index.refresh();
+    await index.find([ino]);
     assert.equal(index.get(ino), `/docker/${ID1}`);
     assert.equal(index.get(Number(statSync(root).ino)), '/');
     rmSync(join(root, 'docker'), { recursive: true });
-    now = 5000;
     await index.refresh();
     assert.equal(index.get(ino), `/docker/${ID1}`, 'a container that just exited is still named');
     const c = new Containers({ runtimes: [], log: createLogger(false, () => undefined), cgroups: index });
     assert.deepEqual(c.refOfCgroup(ino), { id: ID1, runtime: 'docker' });
-    assert.equal(c.knowsCgroup(424242), false);
+    assert.equal(c.mayFindCgroup(ino), false, 'known already');
+    assert.equal(c.mayFindCgroup(424242), true);
   });
 
-  test('refreshes are shared and rate-limited', async () => {
+  test('find() walks only for ids worth looking for; one that was not found is not looked for again soon', async () => {
     const root = mkdtempSync(join(tmpdir(), 'convis-cg-'));
     let now = 0;
-    const index = new CgroupIndex({ root, minRefreshMs: 1000, now: () => now });
-    await Promise.all([index.refresh(), index.refresh()]);
-    await index.refresh();
+    const index = new CgroupIndex({ root, missedForMs: 30_000, now: () => now });
+    await index.find([999_999_999]);
     assert.equal(index.refreshes, 1);
-    now = 1000;
-    await index.refresh();
+    assert.equal(index.isWorthLookingFor(999_999_999), false);
+    await index.find([999_999_999]);
+    assert.equal(index.refreshes, 1, 'a recent miss does not walk again');
+    // a cgroup made after the last walk is found by the next one
+    mkdirSync(join(root, 'fresh'));
+    const fresh = Number(statSync(join(root, 'fresh')).ino);
+    await index.find([fresh]);
+    assert.equal(index.get(fresh), '/fresh');
+    assert.equal(index.refreshes, 2);
+    now = 30_000;
+    assert.equal(index.isWorthLookingFor(999_999_999), true);
+  });
+
+  test('a refresh asked for during a walk gets a walk of its own, shared by callers', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'convis-cg-'));
+    const index = new CgroupIndex({ root });
+    const first = index.refresh();
+    const second = index.refresh();
+    const third = index.refresh();
+    assert.notEqual(first, second);
+    assert.equal(second, third);
+    await Promise.all([first, second, third]);
     assert.equal(index.refreshes, 2);
   });
 

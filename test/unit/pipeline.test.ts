@@ -56,14 +56,14 @@ function conn(connId: number, cgroupId: number): ConnRecord {
   };
 }
 
-async function setup(maxWaiting?: number) {
+async function setup(maxWaiting?: number, indexFirst = true) {
   // a socket whose cgroup is a docker container's, found through a real directory tree
   const root = mkdtempSync(join(tmpdir(), 'convis-pipe-'));
   mkdirSync(join(root, 'docker', ID), { recursive: true });
   const containerCg = Number(statSync(join(root, 'docker', ID)).ino);
   const hostCg = Number(statSync(root).ino);
-  const cgroups = new CgroupIndex({ root, minRefreshMs: 0 });
-  await cgroups.refresh();
+  const cgroups = new CgroupIndex({ root });
+  if (indexFirst) await cgroups.refresh();
   const runtime = new GatedRuntime();
   const containers = new Containers({ runtimes: [runtime], cgroups, log: createLogger(false, () => undefined) });
   const processes = new ProcessCache({ procRoot: join(repoRoot, 'test/fixtures/proc') });
@@ -95,4 +95,12 @@ test('with the queue full, a batch goes on without waiting and is counted', asyn
   await pipeline.drain();
   assert.deepEqual(sink.events.map((e) => e.connId), [1, 2]);
   assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 1, queued: 0 });
+});
+
+test('a socket cgroup the index has not seen yet is found by a walk, then its container looked up', async () => {
+  const { pipeline, sink, runtime, containerCg } = await setup(undefined, false);
+  pipeline.push([conn(1, containerCg)]);
+  runtime.release();
+  await pipeline.drain();
+  assert.deepEqual(sink.events[0]!.container, { id: ID, name: 'web', image: 'nginx:1', runtime: 'docker' });
 });
