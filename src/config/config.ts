@@ -2,7 +2,9 @@
  * The one typed Config, parsed and validated once from flags and the
  * environment. Nothing else reads process.argv or process.env.
  */
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
@@ -35,6 +37,24 @@ function positiveInt(flag: string, text: string): number {
   return n;
 }
 
+/**
+ * The node's name when neither --node-name nor NODE_NAME gives it: the host
+ * name, but the host's, not a container's, when convis runs in a container
+ * that shares the host's pid namespace (pid 1 is then the host's init, in
+ * another UTS namespace, and its root holds the host's /etc/hostname).
+ */
+export function defaultNodeName(procRoot: string, ownHostname: () => string = hostname): string {
+  try {
+    if (readlinkSync(join(procRoot, 'self/ns/uts')) !== readlinkSync(join(procRoot, '1/ns/uts'))) {
+      const host = readFileSync(join(procRoot, '1/root/etc/hostname'), 'utf8').trim();
+      if (host) return host;
+    }
+  } catch {
+    // not allowed to look at pid 1: our own host name is the best we have
+  }
+  return ownHostname();
+}
+
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   let values;
   try {
@@ -65,7 +85,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if ((ringMib & (ringMib - 1)) !== 0 || ringMib > 1024) {
     throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${ringMib}`);
   }
-  const nodeName = values['node-name'] ?? env.NODE_NAME ?? hostname();
+  const procRoot = values['proc-root'] ?? '/proc';
+  const nodeName = values['node-name'] ?? env.NODE_NAME ?? defaultNodeName(procRoot);
   if (nodeName.trim() === '') throw new ConfigError('--node-name must not be empty');
   return {
     sinks,
@@ -74,7 +95,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     version: values.version ?? false,
     nodeName,
     ...(values.btf !== undefined ? { btfPath: values.btf } : {}),
-    procRoot: values['proc-root'] ?? '/proc',
+    procRoot,
     sysRoot: values['sys-root'] ?? '/sys',
     ringBytes: ringMib * MIB,
     ...(values['cri-socket'] !== undefined ? { criSocket: values['cri-socket'] } : {}),

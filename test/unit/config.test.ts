@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseConfig } from '../../src/config/config.js';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultNodeName, parseConfig } from '../../src/config/config.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseSinkSpec } from '../../src/config/sink-spec.js';
 import { validateSinkSpecs } from '../../src/sinks/index.js';
@@ -81,4 +84,25 @@ test('config: bad flags are one ConfigError', () => {
   for (const [argv, re] of cases) {
     assert.throws(() => parseConfig(argv, {}), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), argv.join(' '));
   }
+});
+
+test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS namespace, else our own', () => {
+  const proc = mkdtempSync(join(tmpdir(), 'convis-proc-'));
+  mkdirSync(join(proc, 'self/ns'), { recursive: true });
+  mkdirSync(join(proc, '1/ns'), { recursive: true });
+  mkdirSync(join(proc, '1/root/etc'), { recursive: true });
+  writeFileSync(join(proc, '1/root/etc/hostname'), 'node-7\n');
+  symlinkSync('uts:[4026532001]', join(proc, 'self/ns/uts'));
+  symlinkSync('uts:[4026531838]', join(proc, '1/ns/uts'));
+  assert.equal(defaultNodeName(proc, () => 'container-abc'), 'node-7');
+  // same namespace: our own host name is the node's
+  const same = mkdtempSync(join(tmpdir(), 'convis-proc-'));
+  mkdirSync(join(same, 'self/ns'), { recursive: true });
+  mkdirSync(join(same, '1/ns'), { recursive: true });
+  symlinkSync('uts:[4026531838]', join(same, 'self/ns/uts'));
+  symlinkSync('uts:[4026531838]', join(same, '1/ns/uts'));
+  assert.equal(defaultNodeName(same, () => 'host-1'), 'host-1');
+  // pid 1 not visible (no host pid namespace, or not allowed)
+  assert.equal(defaultNodeName(join(same, 'nope'), () => 'host-2'), 'host-2');
+  assert.equal(parseConfig(['--proc-root', proc], {}).nodeName, 'node-7');
 });
