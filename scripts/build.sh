@@ -41,4 +41,6 @@ if [ ! native/build/Release/convis.node -nt build/convis.skel.h ] || [ ! native/
   "${gyp[@]}" rebuild --directory native "${nodedir[@]}" --loglevel=error >/dev/null
 fi
 
+# from scratch: a renamed or deleted source must not leave a stale test behind
+rm -rf dist
 node node_modules/typescript/bin/tsc -p tsconfig.json

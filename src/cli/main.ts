@@ -4,13 +4,15 @@
 import { readFileSync } from 'node:fs';
 import { parseConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
+import { FlowTable } from '../aggregate/flows.js';
+import { Registry } from '../aggregate/registry.js';
 import { CgroupIndex, findCgroup2Root } from '../metadata/cgroup-index.js';
 import { Containers } from '../metadata/containers.js';
 import { Enricher } from '../metadata/enrich.js';
 import { openRuntimes } from '../metadata/runtimes.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { ProcessCache } from '../metadata/process-cache.js';
-import { createSinks, sinkHelp, validateSinkSpecs } from '../sinks/index.js';
+import { createSinks, parseSinkSpecs, sinkHelp } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
@@ -34,6 +36,7 @@ Options:
   --ring-buffer-mib N         kernel-to-agent ring buffer size, a power of two (default: 16)
   --cri-socket PATH           CRI runtime socket (default: containerd's or CRI-O's usual one, if present)
   --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
+  --max-flows N               most flows the metrics keep; more fold into an overflow flow (default: 10000)
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
@@ -57,13 +60,36 @@ interface Counts {
 }
 
 async function run(config: Config, log: Logger): Promise<number> {
-  validateSinkSpecs(config.sinks);
-  const tracer = Tracer.open({ ringBytes: config.ringBytes, sysRoot: config.sysRoot, ...(config.btfPath ? { btfPath: config.btfPath } : {}) });
+  const parsedSinks = parseSinkSpecs(config.sinks);
+  const counts: Counts = { connect: 0, accept: 0, close: 0, connect_failed: 0, exec: 0, exit: 0, fork: 0 };
+  // filled in below; the registry reads them only when it is collected
+  let tracer: Tracer | undefined;
+  let containers: Containers | undefined;
+  let sinks: Sink[] = [];
+
+  const flows = parsedSinks.some((p) => p.metrics) ? new FlowTable({ maxFlows: config.maxFlows }) : undefined;
+  const registry = new Registry({
+    flows: flows ?? new FlowTable(),
+    node: config.nodeName,
+    health: () => {
+      const t = tracer?.stats();
+      const c = containers?.stats();
+      return {
+        events: { ...counts },
+        lost: { connection: t?.lostConnEvents ?? 0, process: t?.lostProcEvents ?? 0 },
+        untrackedSockets: t?.untrackedSockets ?? 0,
+        sinks: sinks.map((s) => ({ name: s.name, ...s.stats() })),
+        containers: { lookups: c?.lookups ?? 0, unknown: c?.unknown ?? 0, runtimeErrors: c?.runtimeErrors ?? 0 },
+      };
+    },
+  });
 
   let stopping: Promise<void> | undefined;
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
-  const sinks: Sink[] = createSinks(config.sinks, {
+  sinks = await createSinks(parsedSinks, {
+    log,
+    metrics: registry,
     onClosed: (name, err) => {
       // a reader that went away (convis | head) is a normal end; anything else is worth a line
       if ((err as NodeJS.ErrnoException).code === 'EPIPE') log.debug(`sink ${name}: reader closed; stopping`);
@@ -71,19 +97,26 @@ async function run(config: Config, log: Logger): Promise<number> {
       void shutdown();
     },
   });
+  try {
+    tracer = Tracer.open({ ringBytes: config.ringBytes, sysRoot: config.sysRoot, ...(config.btfPath ? { btfPath: config.btfPath } : {}) });
+  } catch (e) {
+    await Promise.all(sinks.map((s) => s.close()));
+    throw e;
+  }
+  const t = tracer;
+
   const processes = new ProcessCache({ procRoot: config.procRoot });
   const cgroupRoot = findCgroup2Root(config.procRoot);
   const runtimes = await openRuntimes(config, log);
-  const containers = new Containers({
+  containers = new Containers({
     ...runtimes,
     log,
     ...(cgroupRoot ? { cgroups: new CgroupIndex({ root: cgroupRoot }) } : {}),
   });
-  const enricher = new Enricher({ processes, containers, node: config.nodeName, toEpochNs: (ns) => tracer.toEpochNs(ns) });
-  const pipeline = new Pipeline({ enricher, containers, sinks });
-  const counts: Counts = { connect: 0, accept: 0, close: 0, connect_failed: 0, exec: 0, exit: 0, fork: 0 };
+  const enricher = new Enricher({ processes, containers, node: config.nodeName, toEpochNs: (ns) => t.toEpochNs(ns) });
+  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}) });
 
-  tracer.start((records) => {
+  t.start((records) => {
     for (const r of records) counts[r.kind]++;
     pipeline.push(records);
   });
@@ -92,12 +125,12 @@ async function run(config: Config, log: Logger): Promise<number> {
   const gcTimer = setInterval(() => processes.gc(Date.now()), 30_000);
   gcTimer.unref();
 
-  log.info(`ready: ${tracer.programs.length} programs attached, node ${config.nodeName}, sinks ${config.sinks.map((s) => s.type).join(', ')}`);
-  log.debug(`programs: ${tracer.programs.join(', ')}`);
+  log.info(`ready: ${t.programs.length} programs attached, node ${config.nodeName}, sinks ${config.sinks.map((s) => s.type).join(', ')}`);
+  log.debug(`programs: ${t.programs.join(', ')}`);
 
   let lostReported = 0;
   const healthTimer = setInterval(() => {
-    const s = tracer.stats();
+    const s = t.stats();
     const lost = s.lostConnEvents + s.lostProcEvents;
     if (lost > lostReported) {
       log.warn(`the kernel dropped ${lost - lostReported} events (ring buffer full); raise --ring-buffer-mib`);
@@ -110,8 +143,9 @@ async function run(config: Config, log: Logger): Promise<number> {
     stopping ??= (async () => {
       clearInterval(gcTimer);
       clearInterval(healthTimer);
-      await tracer.stop();
+      await t.stop();
       await pipeline.drain();
+      // metrics sinks take their final snapshot here
       await Promise.all(sinks.map((s) => s.close()));
       for (const r of runtimes.runtimes) r.close();
       resolveDone();
@@ -123,7 +157,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   process.once('SIGTERM', () => void shutdown());
   await done;
 
-  const s = tracer.stats();
+  const s = t.stats();
   const summary = {
     events: counts,
     lost: s.lostConnEvents + s.lostProcEvents,
@@ -134,6 +168,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     processes: processes.stats(),
     containers: containers.stats(),
     pipeline: pipeline.stats(),
+    ...(flows ? { flows: flows.size, flows_folded: flows.folded } : {}),
     sinks: Object.fromEntries(sinks.map((k) => [k.name, k.stats()])),
   };
   log.info(`summary ${JSON.stringify(summary)}`);

@@ -25,6 +25,8 @@ export interface Config {
   podmanSocket?: string;
   /** Docker Engine endpoint from DOCKER_HOST; undefined: /var/run/docker.sock when present */
   dockerHost?: string;
+  /** most flows (label sets) the metrics keep; the rest fold into an overflow flow */
+  maxFlows: number;
 }
 
 const MIB = 1 << 20;
@@ -74,6 +76,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
         'ring-buffer-mib': { type: 'string' },
         'cri-socket': { type: 'string' },
         'podman-socket': { type: 'string' },
+        'max-flows': { type: 'string' },
       },
     }));
   } catch (e) {
@@ -101,5 +104,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     ...(values['cri-socket'] !== undefined ? { criSocket: values['cri-socket'] } : {}),
     ...(values['podman-socket'] !== undefined ? { podmanSocket: values['podman-socket'] } : {}),
     ...(env.DOCKER_HOST ? { dockerHost: env.DOCKER_HOST } : {}),
+    maxFlows: values['max-flows'] === undefined ? 10_000 : positiveInt('--max-flows', values['max-flows']),
   };
 }

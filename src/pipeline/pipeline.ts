@@ -6,6 +6,7 @@
  * ingested synchronously as they arrive, and when too many batches are
  * waiting, new ones go out without waiting for lookups.
  */
+import type { FlowTable } from '../aggregate/flows.js';
 import type { KernelRecord } from '../bpf/decode.js';
 import type { Containers } from '../metadata/containers.js';
 import type { Enricher, IngestedBatch } from '../metadata/enrich.js';
@@ -15,6 +16,8 @@ export interface PipelineOptions {
   enricher: Enricher;
   containers: Containers;
   sinks: readonly Sink[];
+  /** flow counters for the metrics sinks, fed before the sinks see the events */
+  flows?: FlowTable;
   /** batches allowed to wait for lookups at once (default 64) */
   maxWaiting?: number;
 }
@@ -73,6 +76,7 @@ export class Pipeline {
 
   private emit(batch: IngestedBatch): void {
     const events = this.o.enricher.finish(batch);
+    this.o.flows?.add(events);
     for (const sink of this.o.sinks) sink.write(events);
   }
 }

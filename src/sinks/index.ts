@@ -1,60 +1,97 @@
 /**
- * The sink registry: which --sink types exist, which keys each takes,
- * validation at start-up, and construction. A sink type is listed here
- * only when it is implemented.
+ * The sink registry: which --sink types exist, their keys, validation at
+ * start-up (before anything is loaded) and construction. A type is listed
+ * here only when it is implemented.
  */
+import type { MetricsSource } from '../aggregate/metrics.js';
 import { ConfigError } from '../config/errors.js';
 import type { SinkSpec } from '../config/sink-spec.js';
+import type { Logger } from '../util/log.js';
+import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import type { Sink } from './sink.js';
 import { StdoutSink, type StdoutFormat } from './stdout.js';
 
 export interface SinkContext {
+  log: Logger;
+  /** the metrics registry (flows and health), for sinks that export metrics */
+  metrics: MetricsSource;
   /** called when a sink's output is gone for good (e.g. stdout closed by its reader) */
   onClosed: (sink: string, err: Error) => void;
 }
 
-interface SinkType {
-  /** key -> description, for errors and --help */
+interface SinkType<T> {
+  /** key -> description, for --help ("header.<name>" style keys included as written) */
   keys: Record<string, string>;
-  validate(options: Record<string, string>): void;
-  create(options: Record<string, string>, ctx: SinkContext): Sink;
+  /** whether it reads the metrics registry (so flows must be aggregated) */
+  metrics: boolean;
+  /** validates and converts; throws ConfigError with one line that names no secret */
+  parse(options: Record<string, string>): T;
+  create(parsed: T, ctx: SinkContext): Sink | Promise<Sink>;
 }
 
-const FORMATS = ['text', 'json'];
+/** Rejects keys the type does not have (prefix keys such as "header." end in a dot). */
+export function checkKeys(type: string, options: Record<string, string>, keys: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    const known = keys.some((k) => (k.endsWith('.') ? key.startsWith(k) && key.length > k.length : key === k));
+    if (!known) throw new ConfigError(`--sink ${type}: unknown option "${key}" (known: ${keys.map((k) => (k.endsWith('.') ? `${k}<name>` : k)).join(', ')})`);
+  }
+}
 
-const TYPES: Record<string, SinkType> = {
-  stdout: {
-    keys: { format: 'text (default) or json' },
-    validate(o) {
-      if (o.format !== undefined && !FORMATS.includes(o.format)) {
-        throw new ConfigError(`--sink stdout: format must be text or json, not "${o.format}"`);
-      }
-    },
-    create(o, ctx) {
-      return new StdoutSink({ format: (o.format ?? 'text') as StdoutFormat, onClosed: (err) => ctx.onClosed('stdout', err) });
-    },
+const stdout: SinkType<{ format: StdoutFormat }> = {
+  keys: { format: 'text (default) or json' },
+  metrics: false,
+  parse(o) {
+    checkKeys('stdout', o, ['format']);
+    const format = o.format ?? 'text';
+    if (format !== 'text' && format !== 'json') throw new ConfigError(`--sink stdout: format must be text or json, not "${format}"`);
+    return { format };
   },
+  create: (p, ctx) => new StdoutSink({ format: p.format, onClosed: (err) => ctx.onClosed('stdout', err) }),
+};
+
+const metrics: SinkType<{ host: string; port: number }> = {
+  keys: { listen: 'HOST:PORT to serve /metrics on (Prometheus text format), e.g. 127.0.0.1:9400 or :9400' },
+  metrics: true,
+  parse(o) {
+    checkKeys('metrics', o, ['listen']);
+    if (o.listen === undefined) throw new ConfigError('--sink metrics needs listen=HOST:PORT');
+    return parseListen(o.listen);
+  },
+  create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics),
+};
+
+// each entry's parse and create agree on its own option type
+const TYPES: Record<string, SinkType<never>> = {
+  stdout: stdout as SinkType<never>,
+  metrics: metrics as SinkType<never>,
 };
 
 export const sinkTypes = (): string[] => Object.keys(TYPES);
 
-/** Checks type and keys of every spec; throws ConfigError with one sentence. */
-export function validateSinkSpecs(specs: readonly SinkSpec[]): void {
-  for (const spec of specs) {
-    const t = TYPES[spec.type];
-    if (!t) throw new ConfigError(`unknown sink type "${spec.type}" (available: ${sinkTypes().join(', ')})`);
-    for (const key of Object.keys(spec.options)) {
-      if (!(key in t.keys)) {
-        throw new ConfigError(`--sink ${spec.type}: unknown option "${key}" (known: ${Object.keys(t.keys).join(', ')})`);
-      }
-    }
-    t.validate(spec.options);
-  }
+export interface ParsedSink {
+  type: string;
+  parsed: unknown;
+  metrics: boolean;
 }
 
-export function createSinks(specs: readonly SinkSpec[], ctx: SinkContext): Sink[] {
-  validateSinkSpecs(specs);
-  return specs.map((s) => (TYPES[s.type] as SinkType).create(s.options, ctx));
+/** Checks every spec; throws ConfigError with one sentence. */
+export function parseSinkSpecs(specs: readonly SinkSpec[]): ParsedSink[] {
+  return specs.map((spec) => {
+    const t = TYPES[spec.type];
+    if (!t) throw new ConfigError(`unknown sink type "${spec.type}" (available: ${sinkTypes().join(', ')})`);
+    return { type: spec.type, parsed: t.parse(spec.options), metrics: t.metrics };
+  });
+}
+
+export async function createSinks(parsed: readonly ParsedSink[], ctx: SinkContext): Promise<Sink[]> {
+  const sinks: Sink[] = [];
+  try {
+    for (const p of parsed) sinks.push(await (TYPES[p.type] as SinkType<unknown>).create(p.parsed, ctx));
+  } catch (e) {
+    await Promise.all(sinks.map((s) => s.close()));
+    throw e;
+  }
+  return sinks;
 }
 
 /** "--sink" help text: each type and its keys. */

@@ -13,8 +13,12 @@ export interface Sink {
 }
 
 export interface SinkStats {
-  /** events handed on (written, or accepted by the backend) */
+  /** events (or samples, for metrics sinks) handed on: written, or accepted by the backend */
   sent: number;
-  /** events that could not be written and will not be retried */
+  /** events or samples that could not be delivered and will not be retried */
   dropped: number;
+  /** requests given up on after a non-retryable error */
+  failed?: number;
+  /** items waiting in the sink's queue */
+  queueDepth?: number;
 }

@@ -1,0 +1,125 @@
+/**
+ * The one metrics registry: flow counters and the agent's own health, as
+ * Prometheus families. /metrics renders it as text; remote write encodes the
+ * same snapshot. Names follow Prometheus conventions: snake_case, units in
+ * the name, counters ending in _total.
+ */
+import type { FlowCounters, FlowTable } from './flows.js';
+import type { MetricFamily, MetricSample, MetricsSource, MetricType } from './metrics.js';
+
+/** The agent's own counters, read at each collect(). */
+export interface Health {
+  /** kernel records by kind (connect, accept, close, connect_failed, exec, exit, fork) */
+  events: Record<string, number>;
+  /** events the kernel could not deliver, by what they were */
+  lost: { connection: number; process: number };
+  /** sockets not tracked because the kernel's socket map was full */
+  untrackedSockets: number;
+  sinks: { name: string; sent: number; dropped: number; failed?: number; queueDepth?: number }[];
+  containers: { lookups: number; unknown: number; runtimeErrors: number };
+}
+
+const FLOW_FAMILIES: { name: string; help: string; counter: keyof FlowCounters }[] = [
+  { name: 'convis_tcp_connections_total', help: 'TCP connections established: connected (outbound) or accepted (inbound).', counter: 'connections' },
+  { name: 'convis_tcp_connect_failures_total', help: 'Outbound TCP connects that failed (refused, timed out, reset, unreachable).', counter: 'connectFailures' },
+  { name: 'convis_tcp_bytes_sent_total', help: 'TCP payload bytes sent, retransmissions excluded, counted when connections close.', counter: 'bytesSent' },
+  { name: 'convis_tcp_bytes_received_total', help: 'TCP payload bytes received, counted when connections close.', counter: 'bytesReceived' },
+  { name: 'convis_tcp_retransmits_total', help: 'TCP segments retransmitted, counted when connections close.', counter: 'retransmits' },
+];
+
+/** Every family name with its help, for the README. */
+export function describeMetrics(): { name: string; type: MetricType; help: string }[] {
+  return [
+    ...FLOW_FAMILIES.map((f) => ({ name: f.name, type: 'counter' as const, help: f.help })),
+    ...HEALTH_HELP,
+  ];
+}
+
+const HEALTH_HELP: { name: string; type: MetricType; help: string }[] = [
+  { name: 'convis_flows', type: 'gauge', help: 'Flows (label sets) kept for the convis_tcp_* counters.' },
+  { name: 'convis_flows_overflow_total', type: 'counter', help: 'Events folded into the overflow flow because the flow cap was reached.' },
+  { name: 'convis_events_total', type: 'counter', help: 'Records received from the kernel, by kind.' },
+  { name: 'convis_events_lost_total', type: 'counter', help: 'Events the kernel could not deliver (ring buffer full), by what they were.' },
+  { name: 'convis_untracked_sockets_total', type: 'counter', help: 'Connections not tracked because the kernel socket map was full.' },
+  { name: 'convis_sink_sent_total', type: 'counter', help: 'Events (stdout, newrelic) or samples (prometheus) a sink delivered.' },
+  { name: 'convis_sink_failed_total', type: 'counter', help: 'Requests a sink gave up on after a non-retryable error.' },
+  { name: 'convis_sink_dropped_total', type: 'counter', help: 'Events or samples a sink dropped (queue full, or never deliverable).' },
+  { name: 'convis_sink_queue_depth', type: 'gauge', help: 'Items waiting in a sink queue.' },
+  { name: 'convis_container_lookups_total', type: 'counter', help: 'Container runtime API lookups made.' },
+  { name: 'convis_container_lookup_errors_total', type: 'counter', help: 'Container runtime lookups that failed because a runtime was unavailable.' },
+  { name: 'convis_container_unknown_total', type: 'counter', help: 'Container ids that no runtime knew.' },
+];
+
+const helpOf = (name: string) => HEALTH_HELP.find((h) => h.name === name) as { name: string; type: MetricType; help: string };
+
+export class Registry implements MetricsSource {
+  private readonly flows: FlowTable;
+  private readonly health: () => Health;
+  private readonly node: string;
+
+  constructor(options: { flows: FlowTable; health: () => Health; node: string }) {
+    this.flows = options.flows;
+    this.health = options.health;
+    this.node = options.node;
+  }
+
+  collect(): MetricFamily[] {
+    const flowFamilies = FLOW_FAMILIES.map((f): MetricFamily => ({ name: f.name, help: f.help, type: 'counter', samples: [] }));
+    for (const flow of this.flows.all()) {
+      FLOW_FAMILIES.forEach((f, i) => flowFamilies[i]!.samples.push({ labels: flow.labels, value: flow.counters[f.counter] }));
+    }
+    const h = this.health();
+    const node = { node: this.node };
+    const fam = (name: string, samples: MetricSample[]): MetricFamily => {
+      const d = helpOf(name);
+      return { name, help: d.help, type: d.type, samples };
+    };
+    return [
+      ...flowFamilies,
+      fam('convis_flows', [{ labels: node, value: this.flows.size }]),
+      fam('convis_flows_overflow_total', [{ labels: node, value: this.flows.folded }]),
+      fam('convis_events_total', Object.entries(h.events).map(([kind, value]) => ({ labels: { ...node, kind }, value }))),
+      fam('convis_events_lost_total', [
+        { labels: { ...node, kind: 'connection' }, value: h.lost.connection },
+        { labels: { ...node, kind: 'process' }, value: h.lost.process },
+      ]),
+      fam('convis_untracked_sockets_total', [{ labels: node, value: h.untrackedSockets }]),
+      fam('convis_sink_sent_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.sent }))),
+      fam('convis_sink_failed_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.failed ?? 0 }))),
+      fam('convis_sink_dropped_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.dropped }))),
+      fam('convis_sink_queue_depth', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.queueDepth ?? 0 }))),
+      fam('convis_container_lookups_total', [{ labels: node, value: h.containers.lookups }]),
+      fam('convis_container_lookup_errors_total', [{ labels: node, value: h.containers.runtimeErrors }]),
+      fam('convis_container_unknown_total', [{ labels: node, value: h.containers.unknown }]),
+    ];
+  }
+}
+
+const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const escapeHelp = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+/**
+ * The Prometheus text exposition format (version 0.0.4). Empty label values
+ * are left out, as Prometheus treats them as absent (remote write does the same).
+ */
+export function renderText(families: readonly MetricFamily[]): string {
+  const out: string[] = [];
+  for (const f of families) {
+    out.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) {
+      const labels = Object.entries(s.labels)
+        .filter(([, v]) => v !== '')
+        .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+        .join(',');
+      out.push(`${f.name}${labels ? `{${labels}}` : ''} ${formatValue(s.value)}`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
