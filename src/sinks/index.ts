@@ -8,6 +8,7 @@ import { ConfigError } from '../config/errors.js';
 import type { SinkSpec } from '../config/sink-spec.js';
 import type { Logger } from '../util/log.js';
 import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
+import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
 import type { Sink } from './sink.js';
 import { StdoutSink, type StdoutFormat } from './stdout.js';
 
@@ -57,13 +58,21 @@ const metrics: SinkType<{ host: string; port: number }> = {
     if (o.listen === undefined) throw new ConfigError('--sink metrics needs listen=HOST:PORT');
     return parseListen(o.listen);
   },
-  create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics),
+  create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics, ctx.log),
+};
+
+const newrelic: SinkType<NewRelicOptions> = {
+  keys: { ...NEW_RELIC_SPEC_KEYS },
+  metrics: false,
+  parse: parseNewRelicOptions,
+  create: (p, ctx) => new NewRelicSink(p, { log: ctx.log }),
 };
 
 // each entry's parse and create agree on its own option type
 const TYPES: Record<string, SinkType<never>> = {
   stdout: stdout as SinkType<never>,
   metrics: metrics as SinkType<never>,
+  newrelic: newrelic as SinkType<never>,
 };
 
 export const sinkTypes = (): string[] => Object.keys(TYPES);

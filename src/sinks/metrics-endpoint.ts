@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { renderText } from '../aggregate/registry.js';
 import type { MetricsSource } from '../aggregate/metrics.js';
 import { ConfigError } from '../config/errors.js';
+import type { Logger } from '../util/log.js';
 import type { Sink, SinkStats } from './sink.js';
 
 export interface MetricsEndpointOptions {
@@ -34,7 +35,7 @@ export class MetricsEndpoint implements Sink {
   }
 
   /** Listens before it returns, so a taken port is an error at start-up. */
-  static async start(options: MetricsEndpointOptions, source: MetricsSource): Promise<MetricsEndpoint> {
+  static async start(options: MetricsEndpointOptions, source: MetricsSource, log?: Logger): Promise<MetricsEndpoint> {
     let endpoint: MetricsEndpoint | undefined;
     const server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
@@ -61,6 +62,8 @@ export class MetricsEndpoint implements Sink {
       server.listen(options.port, options.host, () => resolve());
     });
     endpoint = new MetricsEndpoint(server);
+    const a = server.address();
+    if (typeof a === 'object' && a) log?.info(`metrics: listening on ${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
     return endpoint;
   }
 
