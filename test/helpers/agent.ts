@@ -73,9 +73,10 @@ export class Agent {
   }
 
   /** Starts bin/convis with a JSON stdout sink and waits until it is tracing. */
-  static async start(extraArgs: string[] = []): Promise<Agent> {
+  static async start(extraArgs: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
     const child = spawn(process.execPath, [convisBin, '--sink', 'stdout,format=json', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env,
     });
     const agent = new Agent(child);
     const deadline = Date.now() + 30_000;
