@@ -9,6 +9,7 @@ import type { SinkSpec } from '../config/sink-spec.js';
 import type { Logger } from '../util/log.js';
 import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
+import { parsePrometheusOptions, PrometheusSink, type PrometheusSinkOptions } from './prometheus/sink.js';
 import type { Sink } from './sink.js';
 import { StdoutSink, type StdoutFormat } from './stdout.js';
 
@@ -61,6 +62,20 @@ const metrics: SinkType<{ host: string; port: number }> = {
   create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics, ctx.log),
 };
 
+const prometheus: SinkType<PrometheusSinkOptions> = {
+  keys: {
+    endpoint: 'remote-write URL, required (e.g. http://prometheus:9090/api/v1/write)',
+    username: 'HTTP basic auth user (with password)',
+    password: 'HTTP basic auth password (never printed)',
+    bearer_token_file: 'file holding a bearer token, read at each send',
+    'header.': 'an extra header, e.g. header.X-Scope-OrgID=tenant (values never printed)',
+    interval: 'how often counters are sent, e.g. 10s (default), 500ms, 1m',
+  },
+  metrics: true,
+  parse: parsePrometheusOptions,
+  create: (p, ctx) => new PrometheusSink(p, { source: ctx.metrics, log: ctx.log }),
+};
+
 const newrelic: SinkType<NewRelicOptions> = {
   keys: { ...NEW_RELIC_SPEC_KEYS },
   metrics: false,
@@ -72,6 +87,7 @@ const newrelic: SinkType<NewRelicOptions> = {
 const TYPES: Record<string, SinkType<never>> = {
   stdout: stdout as SinkType<never>,
   metrics: metrics as SinkType<never>,
+  prometheus: prometheus as SinkType<never>,
   newrelic: newrelic as SinkType<never>,
 };
 
@@ -106,6 +122,6 @@ export async function createSinks(parsed: readonly ParsedSink[], ctx: SinkContex
 /** "--sink" help text: each type and its keys. */
 export function sinkHelp(): string {
   return Object.entries(TYPES)
-    .map(([name, t]) => `  ${name}${Object.entries(t.keys).map(([k, d]) => `\n      ${k}=  ${d}`).join('')}`)
+    .map(([name, t]) => `  ${name}${Object.entries(t.keys).map(([k, d]) => `\n      ${k.endsWith('.') ? `${k}<name>` : k}=  ${d}`).join('')}`)
     .join('\n');
 }
