@@ -42,7 +42,31 @@ test('bad input: one line, exit 2', () => {
     [['--sink', 'stdout,format=xml'], /format must be text or json/],
     [['--sink', 'stdout,format=json,format=text'], /format is given twice/],
     [['--frobnicate'], /Unknown option '--frobnicate'/],
+    [['--sink', 'prometheus'], /endpoint/],
+    [['--sink', 'prometheus,endpoint=not a url'], /endpoint/],
+    [['--sink', 'prometheus,endpoint=ftp://h/x'], /http/],
+    [['--sink', 'prometheus,endpoint=http://h:9090/api/v1/write,interval=soon'], /interval/],
+    [['--sink', 'newrelic,account=1,key=k,region=MARS'], /region/],
+    [['--sink', 'newrelic,account=1'], /key/],
+    [['--sink', 'metrics'], /listen/],
     [['--ring-buffer-mib', '0'], /positive whole number/],
   ];
   for (const [args, re] of cases) assertOneLineError(run(...args), 2, re);
+});
+
+test('secrets in a bad sink spec never reach the error line or --help', () => {
+  const secret = 'Sup3rS3cretV@lue';
+  for (const spec of [
+    `prometheus,endpoint=http://h:9090/api/v1/write,password=${secret}`, // password without username
+    `prometheus,endpoint=http://h:9090/api/v1/write,username=u,password=${secret},interval=x`,
+    `newrelic,account=12,key=${secret},region=nowhere`,
+    `newrelic,account=notdigits,key=${secret}`,
+    `prometheus,endpoint=http://h/,header.X-Scope-OrgID=${secret},bogus=1`,
+  ]) {
+    const r = run('--sink', spec);
+    assert.equal(r.status, 2, r.stderr);
+    assert.doesNotMatch(r.stderr, new RegExp(secret), spec);
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1);
+  }
+  assert.doesNotMatch(run('--help').stdout, new RegExp(secret));
 });
