@@ -274,6 +274,18 @@ static struct tracer *get_tracer(napi_env env, napi_value v)
 	return t;
 }
 
+/* The tracer handle in argv[0], after reading up to `max` arguments into argv; NULL after throwing. */
+static struct tracer *tracer_arg(napi_env env, napi_callback_info info, napi_value *argv, size_t max)
+{
+	size_t argc = max;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+		napi_throw_type_error(env, "EINVAL", "expected a tracer handle");
+		return NULL;
+	}
+	return get_tracer(env, argv[0]);
+}
+
 static bool get_u32_prop(napi_env env, napi_value obj, const char *name, uint32_t *out)
 {
 	napi_value v;
@@ -414,12 +426,11 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 /* attached(handle) -> string[]: section names of the attached programs */
 static napi_value js_attached(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1, i;
+	size_t i;
 	napi_value argv[1], arr, s;
 	struct tracer *t;
 
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	t = get_tracer(env, argv[0]);
+	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
 	NAPI_CALL(env, napi_create_array_with_length(env, t->nattached, &arr));
@@ -433,13 +444,11 @@ static napi_value js_attached(napi_env env, napi_callback_info info)
 /* start(handle, onBatch(buf | null, count)) */
 static napi_value js_start(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
 	napi_value argv[2], name;
 	struct tracer *t;
 	int err;
 
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	t = get_tracer(env, argv[0]);
+	t = tracer_arg(env, info, argv, 2);
 	if (!t)
 		return NULL;
 	if (t->thread_started || !t->rb) {
@@ -463,12 +472,10 @@ static napi_value js_start(napi_env env, napi_callback_info info)
 /* requestStop(handle): the poll thread drains, delivers null, and ends */
 static napi_value js_request_stop(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
 	napi_value argv[1];
 	struct tracer *t;
 
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	t = get_tracer(env, argv[0]);
+	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
 	atomic_store(&t->stop, true);
@@ -478,12 +485,10 @@ static napi_value js_request_stop(napi_env env, napi_callback_info info)
 /* close(handle): joins the (ended) poll thread, detaches, frees. Idempotent. */
 static napi_value js_close(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
 	napi_value argv[1];
 	struct tracer *t;
 
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	t = get_tracer(env, argv[0]);
+	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
 	tracer_destroy(t);
@@ -493,13 +498,11 @@ static napi_value js_close(napi_env env, napi_callback_info info)
 /* stats(handle) -> number[CONVIS_STAT_MAX], summed over CPUs */
 static napi_value js_stats(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
 	napi_value argv[1], arr, v;
 	struct tracer *t;
 	uint32_t k;
 
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	t = get_tracer(env, argv[0]);
+	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
 	NAPI_CALL(env, napi_create_array_with_length(env, CONVIS_STAT_MAX, &arr));

@@ -3,20 +3,15 @@
  * add facts (container, pod) as optional fields; none are removed.
  */
 import type { ConnKind } from '../bpf/decode.js';
+import type { ProcessInfo } from './proc.js';
 
 export interface Endpoint {
   ip: string;
   port: number;
 }
 
-export interface ProcessDetails {
-  pid: number;
-  ppid: number;
-  uid: number;
-  comm: string;
-  cmd: string;
-  exe: string;
-}
+/** The process behind a connection: what the process cache knows (see proc.ts). */
+export type ProcessDetails = ProcessInfo;
 
 export interface ContainerDetails {
   id: string;

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
 
+import { isStaticElf, which } from './host.js';
 import { criCall, criGrpcClient, type CriContainerStatusResponse, type CriPodSandboxStatusResponse } from '../../src/metadata/cri.js';
 
 export const PAUSE_IMAGE = 'docker.io/convis-test/pause:local';
@@ -75,29 +76,9 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
-function commandExists(cmd: string): boolean {
-  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin')
-    .split(':')
-    .concat(['/usr/sbin', '/sbin'])
-    .some((dir) => existsSync(join(dir, cmd)));
-}
-
-/** True for an ELF executable without an interpreter (PT_INTERP), i.e. static. */
-function isStaticElf(path: string): boolean {
-  const b = readFileSync(path);
-  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2) return false;
-  const phoff = Number(b.readBigUInt64LE(0x20));
-  const phentsize = b.readUInt16LE(0x36);
-  const phnum = b.readUInt16LE(0x38);
-  for (let i = 0; i < phnum; i++) {
-    if (b.readUInt32LE(phoff + i * phentsize) === 3) return false;
-  }
-  return true;
-}
-
 /** Why a containerd harness cannot run here (besides root), or undefined. */
 export function containerdSkipReason(): string | undefined {
-  const missing = ['containerd', 'containerd-shim-runc-v2', 'ctr', 'runc', 'ip', 'tar', 'mount', 'umount'].filter((c) => !commandExists(c));
+  const missing = ['containerd', 'containerd-shim-runc-v2', 'ctr', 'runc', 'ip', 'tar', 'mount', 'umount'].filter((c) => !!!which(c));
   for (const plugin of ['bridge', 'host-local', 'loopback']) {
     if (!existsSync(join(CNI_BIN_DIR, plugin))) missing.push(join(CNI_BIN_DIR, plugin));
   }
@@ -625,7 +606,7 @@ export async function startContainerd(): Promise<Containerd> {
     const log = openSync(logFile, 'a');
     // with setpriv, containerd dies with the test process even when that is killed
     const argv = ['containerd', '--config', join(dir, 'config.toml')];
-    if (commandExists('setpriv')) argv.unshift('setpriv', '--pdeathsig', 'SIGKILL');
+    if (!!which('setpriv')) argv.unshift('setpriv', '--pdeathsig', 'SIGKILL');
     child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', log, log] });
     closeSync(log);
     child.unref();

@@ -33,8 +33,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 
+import { isStaticElf, which } from './host.js';
 import { DockerClient } from '../../src/metadata/docker.js';
 
 export const TEST_IMAGE = 'convis-test/busybox:local';
@@ -198,14 +199,6 @@ export function commonSkipReason(): string | undefined {
   return undefined;
 }
 
-export function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const d of dirs) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  return undefined;
-}
-
 /** Debian's docker CLI, which matches its dockerd, else whatever is on PATH. */
 function dockerCli(): string | undefined {
   return existsSync('/usr/bin/docker') ? '/usr/bin/docker' : which('docker');
@@ -215,19 +208,7 @@ function busyboxPath(): string | undefined {
   return ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p)) ?? which('busybox');
 }
 
-/** True for an ELF executable without a program interpreter (PT_INTERP). */
-function isStaticElf(path: string): boolean {
-  const b = readFileSync(path);
-  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2) return false;
-  const phoff = Number(b.readBigUInt64LE(0x20));
-  const phentsize = b.readUInt16LE(0x36);
-  const phnum = b.readUInt16LE(0x38);
-  for (let i = 0; i < phnum; i++) {
-    const off = phoff + i * phentsize;
-    if (off + 4 <= b.length && b.readUInt32LE(off) === 3) return false;
-  }
-  return true;
-}
+export { which };
 
 /** A temp dir short enough for the unix sockets that daemons make under it. */
 export function makeTempDir(prefix: string): string {
