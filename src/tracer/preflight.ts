@@ -61,7 +61,9 @@ export function ensureTracefs(sysRoot: string, mount: Mounter = mountTracefs): v
   try {
     mount(target);
   } catch (e) {
-    const why = e instanceof Error && 'stderr' in e ? String((e as { stderr: unknown }).stderr).trim() : String(e);
+    // mount(8) adds a second line pointing at dmesg: the first says what failed
+    const raw = e instanceof Error && 'stderr' in e ? String((e as { stderr: unknown }).stderr) : String(e);
+    const why = raw.trim().split('\n')[0]?.trim();
     throw new BpfError(
       'ENOTRACEFS',
       `tracefs is not mounted and mounting it at ${target} failed (${why || 'unknown error'}); mount it with: mount -t tracefs nodev ${target}`,

@@ -5,6 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Agent, convisBin, skipReasonLoudly, startPeer } from '../helpers/agent.js';
 
@@ -30,6 +33,23 @@ describe('agent life cycle', { skip }, () => {
     const r = spawnSync(process.execPath, [convisBin, '--btf', '/nonexistent/vmlinux'], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 1);
     assert.equal(r.stderr, 'convis: the BTF file given with --btf does not exist: /nonexistent/vmlinux\n');
+  });
+
+  test('tracefs missing and not mountable: one line naming the fix, exit 1', () => {
+    const sys = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+    const r = spawnSync(process.execPath, [convisBin, '--sys-root', sys, '--btf', '/sys/kernel/btf/vmlinux'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^convis: tracefs is not mounted and mounting it at ${sys}/kernel/tracing failed \\(.+\\); mount it with: mount -t tracefs nodev ${sys}/kernel/tracing\n$`));
+  });
+
+  test('tracefs not mounted: convis mounts it and starts', () => {
+    // a private mount namespace, so the host keeps its tracefs
+    const script = `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; test ! -e /sys/kernel/tracing/events || exit 3; ` +
+      `timeout -s INT 8 "${process.execPath}" "${convisBin}" --sink stdout,format=json >/dev/null & sleep 5; test -e /sys/kernel/tracing/events && echo mounted; wait`;
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^mounted$/m);
+    assert.match(r.stderr, /convis: ready/);
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
