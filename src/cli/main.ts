@@ -97,7 +97,10 @@ async function run(config: Config, log: Logger): Promise<number> {
       void shutdown();
     },
   });
+  // runtimes before the kernel side: a bad DOCKER_HOST is a usage error, found first
+  let runtimes: Awaited<ReturnType<typeof openRuntimes>>;
   try {
+    runtimes = await openRuntimes(config, log);
     tracer = Tracer.open({ ringBytes: config.ringBytes, sysRoot: config.sysRoot, ...(config.btfPath ? { btfPath: config.btfPath } : {}) });
   } catch (e) {
     await Promise.all(sinks.map((s) => s.close()));
@@ -107,7 +110,6 @@ async function run(config: Config, log: Logger): Promise<number> {
 
   const processes = new ProcessCache({ procRoot: config.procRoot });
   const cgroupRoot = findCgroup2Root(config.procRoot);
-  const runtimes = await openRuntimes(config, log);
   containers = new Containers({
     ...runtimes,
     log,

@@ -70,3 +70,9 @@ test('secrets in a bad sink spec never reach the error line or --help', () => {
   }
   assert.doesNotMatch(run('--help').stdout, new RegExp(secret));
 });
+
+test('a DOCKER_HOST convis cannot use is one line, exit 2, with its password hidden', () => {
+  const r = spawnSync(process.execPath, [bin], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, DOCKER_HOST: 'ssh://me:hunter2@build-host' } });
+  assertOneLineError(r, 2, /Docker endpoint scheme ssh:\/\/ is not supported/);
+  assert.doesNotMatch(r.stderr, /hunter2/);
+});
