@@ -571,8 +571,15 @@ describe('PrometheusSink delivery against a test server', { timeout: 60_000 }, (
     };
     const log = captureLog();
     const sink = new PrometheusSink(sinkOptions(server, { maxQueue: 2, maxSeriesPerRequest: 1 }), { source, log });
+    // count loop turns with setImmediate, the same queue the sink yields to
+    // (a 1 ms interval timer would depend on how fast encoding is)
     let turns = 0;
-    const counting = setInterval(() => turns++, 0);
+    let counting = true;
+    const tick = () => {
+      turns++;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
     const a = sink.snapshotNow();
     assert.ok(sink.stats().queueDepth < 5, 'returns before the whole snapshot is encoded');
     await a;
@@ -581,7 +588,7 @@ describe('PrometheusSink delivery against a test server', { timeout: 60_000 }, (
     assert.deepEqual(sink.stats(), { sent: 0, dropped: 0, failed: 0, queueDepth: 5 });
     // snapshot 2 pushes out the waiting requests of snapshot 1, and is kept whole too
     await sink.snapshotNow();
-    clearInterval(counting);
+    counting = false;
     assert.ok(turns >= 2, `the loop turned while encoding (${turns})`);
     assert.deepEqual(sink.stats(), { sent: 0, dropped: 4, failed: 0, queueDepth: 6 });
     release();
