@@ -3,12 +3,12 @@
  * JSON events it prints.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { repoRoot } from './paths.js';
+import { tempDir } from './tmp.js';
 export { repoRoot };
 export const convisBin = join(repoRoot, 'bin/convis');
 export const peersScript = join(repoRoot, 'test/helpers/peers.py');
@@ -120,7 +120,7 @@ export function peerExecutable(): string {
   if (peerExe) return peerExe;
   const real = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim();
   if (!real) throw new Error('python3 is needed for the privileged tests');
-  const dir = mkdtempSync(join(tmpdir(), 'convis-peer-'));
+  const dir = tempDir('convis-peer-');
   peerExe = join(dir, 'convis-peer');
   symlinkSync(real, peerExe);
   return peerExe;

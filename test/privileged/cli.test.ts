@@ -5,11 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Agent, convisBin, skipReasonLoudly, startPeer } from '../helpers/agent.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const skip = skipReasonLoudly();
 
@@ -36,7 +34,7 @@ describe('agent life cycle', { skip }, () => {
   });
 
   test('tracefs missing and not mountable: one line naming the fix, exit 1', () => {
-    const sys = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+    const sys = tempDir('convis-sys-');
     const r = spawnSync(process.execPath, [convisBin, '--sys-root', sys, '--btf', '/sys/kernel/btf/vmlinux'], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`^convis: tracefs is not mounted and mounting it at ${sys}/kernel/tracing failed \\(.+\\); mount it with: mount -t tracefs nodev ${sys}/kernel/tracing\n$`));

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +17,7 @@ import { RuntimeUnavailableError } from '../../src/metadata/container.js';
 import { CriClient, criServiceDefinition, detectCriSocket } from '../../src/metadata/cri.js';
 import { skipReasonLoudly } from '../helpers/agent.js';
 import { BUSYBOX_IMAGE, containerdSkipReason, startContainerd, type Containerd } from '../helpers/containerd.js';
+import { tempDir } from '../helpers/tmp.js';
 
 function containerdSkip(): string | false {
   const root = skipReasonLoudly();
@@ -107,7 +108,7 @@ describe('CRI client against a real containerd', { skip, timeout: 120_000 }, () 
   });
 
   test('detectCriSocket: the first candidate that answers CRI', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'convis-cri-detect-'));
+    const dir = tempDir('convis-cri-detect-');
     try {
       const plainFile = join(dir, 'not-a-socket.sock');
       writeFileSync(plainFile, '');
@@ -120,7 +121,7 @@ describe('CRI client against a real containerd', { skip, timeout: 120_000 }, () 
 
 /** An in-process gRPC server on a unix socket with the given services. */
 async function fakeServer(services: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][]) {
-  const dir = mkdtempSync(join(tmpdir(), 'convis-cri-fake-'));
+  const dir = tempDir('convis-cri-fake-');
   const socket = join(dir, 'cri.sock');
   const server = new grpc.Server();
   for (const [def, impl] of services) server.addService(def, impl);
@@ -159,7 +160,7 @@ describe('CRI client without a real runtime', { timeout: 30_000 }, () => {
   });
 
   test('detectCriSocket: undefined when no candidate answers', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'convis-cri-detect-'));
+    const dir = tempDir('convis-cri-detect-');
     const silent = await fakeServer([]);
     try {
       writeFileSync(join(dir, 'file.sock'), '');

@@ -7,10 +7,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -19,6 +18,7 @@ import { DockerClient, dockerEndpointFromEnv, parseDockerEndpoint, type DockerEn
 import { skipReasonLoudly } from '../helpers/agent.js';
 import { dockerdSkipReason, startDockerd, TEST_IMAGE, type RunningContainer, type RunOptions, type TestBridge } from '../helpers/dockerd.js';
 import { PODMAN_TEST_IMAGE, podmanSkipReason, startPodman } from '../helpers/podman.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const skip = skipReasonLoudly();
 
@@ -95,7 +95,7 @@ describe('DockerClient failures', { timeout: 30_000 }, () => {
   let dir: string;
   const servers: (net.Server | http.Server)[] = [];
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'convis-docker-client-'));
+    dir = tempDir('convis-docker-client-');
   });
   after(async () => {
     for (const s of servers) {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultNodeName, parseConfig } from '../../src/config/config.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseSinkSpec } from '../../src/config/sink-spec.js';
 import { parseSinkSpecs } from '../../src/sinks/index.js';
+import { tempDir } from '../helpers/tmp.js';
 
 test('good sink specs parse into type and options', () => {
   const cases: [string, string, Record<string, string>][] = [
@@ -87,7 +87,7 @@ test('config: bad flags are one ConfigError', () => {
 });
 
 test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS namespace, else our own', () => {
-  const proc = mkdtempSync(join(tmpdir(), 'convis-proc-'));
+  const proc = tempDir('convis-proc-');
   mkdirSync(join(proc, 'self/ns'), { recursive: true });
   mkdirSync(join(proc, '1/ns'), { recursive: true });
   mkdirSync(join(proc, '1/root/etc'), { recursive: true });
@@ -96,7 +96,7 @@ test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS 
   symlinkSync('uts:[4026531838]', join(proc, '1/ns/uts'));
   assert.equal(defaultNodeName(proc, () => 'container-abc'), 'node-7');
   // same namespace: our own host name is the node's
-  const same = mkdtempSync(join(tmpdir(), 'convis-proc-'));
+  const same = tempDir('convis-proc-');
   mkdirSync(join(same, 'self/ns'), { recursive: true });
   mkdirSync(join(same, '1/ns'), { recursive: true });
   symlinkSync('uts:[4026531838]', join(same, 'self/ns/uts'));

@@ -4,8 +4,7 @@
  * in test/privileged). The cgroup index walks real directories.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { CgroupIndex, cgroup2MountPoints } from '../../src/metadata/cgroup-index.js';
@@ -13,6 +12,7 @@ import type { ContainerRef } from '../../src/metadata/cgroup.js';
 import { RuntimeUnavailableError, type ContainerInfo, type PodSandbox, type RuntimeClient, type RuntimeName } from '../../src/metadata/container.js';
 import { Containers } from '../../src/metadata/containers.js';
 import { createLogger } from '../../src/util/log.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const ID1 = '1'.repeat(64);
 const NONE: ReadonlySet<number> = new Set();
@@ -157,7 +157,7 @@ describe('Containers', () => {
 
 describe('CgroupIndex', () => {
   test('maps directory inode numbers to paths and remembers removed cgroups', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'convis-cg-'));
+    const root = tempDir('convis-cg-');
     const dir = join(root, 'docker', ID1);
     mkdirSync(dir, { recursive: true });
     const ino = Number(statSync(dir).ino);
@@ -176,7 +176,7 @@ describe('CgroupIndex', () => {
   });
 
   test('find() walks only for ids worth looking for; one that was not found is not looked for again soon', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'convis-cg-'));
+    const root = tempDir('convis-cg-');
     let now = 0;
     const index = new CgroupIndex({ root, missedForMs: 30_000, now: () => now });
     await index.find([999_999_999]);
@@ -195,7 +195,7 @@ describe('CgroupIndex', () => {
   });
 
   test('a refresh asked for during a walk gets a walk of its own, shared by callers', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'convis-cg-'));
+    const root = tempDir('convis-cg-');
     const index = new CgroupIndex({ root });
     const first = index.refresh();
     const second = index.refresh();

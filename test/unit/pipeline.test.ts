@@ -15,9 +15,9 @@ import { Pipeline } from '../../src/pipeline/pipeline.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import { createLogger } from '../../src/util/log.js';
 import { repoRoot } from '../helpers/paths.js';
-import { mkdirSync, mkdtempSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, statSync } from 'node:fs';
 import { CgroupIndex } from '../../src/metadata/cgroup-index.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const ID = 'd'.repeat(64);
 
@@ -58,7 +58,7 @@ function conn(connId: number, cgroupId: number): ConnRecord {
 
 async function setup(maxWaiting?: number, indexFirst = true) {
   // a socket whose cgroup is a docker container's, found through a real directory tree
-  const root = mkdtempSync(join(tmpdir(), 'convis-pipe-'));
+  const root = tempDir('convis-pipe-');
   mkdirSync(join(root, 'docker', ID), { recursive: true });
   const containerCg = Number(statSync(join(root, 'docker', ID)).ino);
   const hostCg = Number(statSync(root).ino);

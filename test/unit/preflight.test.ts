@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BpfError } from '../../src/tracer/errors.js';
 import { checkBtf, checkPrivileges, effectiveCaps, ensureTracefs } from '../../src/tracer/preflight.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const status = (capEff: string) => `Name:\tconvis\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapEff:\t${capEff}\n`;
 
@@ -26,7 +26,7 @@ test('privileges: root-like, CAP_BPF+CAP_PERFMON, or CAP_SYS_ADMIN pass; none fa
 });
 
 test('BTF: missing vmlinux BTF is ENOTSUP with the reason; --btf must exist', () => {
-  const sys = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+  const sys = tempDir('convis-sys-');
   assert.throws(() => checkBtf(sys), (e: unknown) => e instanceof BpfError && e.code === 'ENOTSUP' && /CONFIG_DEBUG_INFO_BTF/.test(e.message));
   mkdirSync(join(sys, 'kernel/btf'), { recursive: true });
   writeFileSync(join(sys, 'kernel/btf/vmlinux'), 'btf');
@@ -36,7 +36,7 @@ test('BTF: missing vmlinux BTF is ENOTSUP with the reason; --btf must exist', ()
 });
 
 test('tracefs: present is left alone, missing is mounted, a failed mount is ENOTRACEFS', () => {
-  const sys = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+  const sys = tempDir('convis-sys-');
   const mounted: string[] = [];
   // a mounter that does what mount(8) would: the events directory appears
   const fakeMount = (dir: string) => {
@@ -48,11 +48,11 @@ test('tracefs: present is left alone, missing is mounted, a failed mount is ENOT
   ensureTracefs(sys, fakeMount);
   assert.equal(mounted.length, 1, 'mounted once only');
 
-  const debugOnly = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+  const debugOnly = tempDir('convis-sys-');
   mkdirSync(join(debugOnly, 'kernel/debug/tracing/events'), { recursive: true });
   assert.doesNotThrow(() => ensureTracefs(debugOnly, () => assert.fail('must not mount')));
 
-  const broken = mkdtempSync(join(tmpdir(), 'convis-sys-'));
+  const broken = tempDir('convis-sys-');
   const failing = () => {
     throw Object.assign(new Error('mount failed'), { stderr: 'mount: permission denied\n       dmesg(1) may have more information after failed mount system call.\n' });
   };

@@ -9,9 +9,8 @@
  * `prometheus` package is not installed.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -24,6 +23,7 @@ import { encodeWriteRequest, encodeWriteRequestProto, splitFamilies } from '../.
 import { parsePrometheusOptions, PrometheusSink, type PrometheusSinkDeps, type PrometheusSinkOptions } from '../../src/sinks/prometheus/sink.js';
 import { repoRoot } from '../helpers/paths.js';
 import { decodeWriteRequest, prometheusSkipLoudly, startPrometheus, type Prometheus, type VectorSample } from '../helpers/prometheus.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -251,7 +251,7 @@ describe('parsePrometheusOptions', () => {
   let dir: string;
   let tokenFile: string;
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'convis-prom-opts-'));
+    dir = tempDir('convis-prom-opts-');
     tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, 'tok-SECRET-123\n');
   });
@@ -347,7 +347,7 @@ describe('PrometheusSink delivery against a test server', { timeout: 60_000 }, (
   let server: TestServer;
   let dir: string;
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'convis-prom-sink-'));
+    dir = tempDir('convis-prom-sink-');
   });
   after(async () => {
     await server?.stop();
