@@ -94,6 +94,10 @@ export function toJsonLine(e: ConnectionEvent): string {
 
 const hostPort = (p: Endpoint) => (p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`);
 
+/** Text lines stay readable: a long command line is cut (JSON keeps it whole). */
+const TEXT_CMD_MAX = 120;
+const shorten = (cmd: string) => (cmd.length > TEXT_CMD_MAX ? `${cmd.slice(0, TEXT_CMD_MAX - 1)}…` : cmd);
+
 /** One readable line, e.g. "... close tcp 10.0.0.1:5000 -> 10.0.0.2:80 pid=1 comm=curl sent=10 ...". */
 export function toTextLine(e: ConnectionEvent): string {
   const arrow = e.direction === 'outbound' ? '->' : '<-';
@@ -107,7 +111,7 @@ export function toTextLine(e: ConnectionEvent): string {
   } else if (e.event === 'connect_failed') {
     line += ` error=${e.error}`;
   }
-  if (e.process?.cmd) line += ` cmd=${JSON.stringify(e.process.cmd)}`;
+  if (e.process?.cmd) line += ` cmd=${JSON.stringify(shorten(e.process.cmd))}`;
   return line;
 }
 

@@ -310,3 +310,12 @@ describe('container, pod and remote_pod', () => {
     assert.match(line, / container=web pod=shop\/web-0 remote_pod=shop\/db-0/);
   });
 });
+
+test('text lines cut a long command line at 120 characters; JSON keeps it whole', () => {
+  const long = `java ${'-Dx=1 '.repeat(60)}Main`;
+  const e = ev('connect', { process: { ...proc, cmd: long } });
+  const m = / cmd="(.*)"$/.exec(toTextLine(e));
+  assert.equal(m?.[1]?.length, 120);
+  assert.ok(m?.[1]?.endsWith('…'));
+  assert.equal((JSON.parse(toJsonLine(e)) as { process: { cmd: string } }).process.cmd, long);
+});
