@@ -25,7 +25,7 @@ export function checkPrivileges(statusText: string, uid: number): void {
   if (has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) return;
   throw new BpfError(
     'EPERM',
-    `convis must run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (running as uid ${uid} without them)`,
+    `must run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (running as uid ${uid} without them)`,
   );
 }
 
