@@ -87,23 +87,6 @@ export function parseDockerEndpoint(endpoint: string): DockerEndpoint {
   throw new TypeError(`Docker endpoint scheme ${shown} is not supported (use unix:///path, tcp://host:port or http://host:port)`);
 }
 
-/**
- * The Engine API endpoint from the environment: $DOCKER_HOST for docker,
- * $CONTAINER_HOST (podman's own variable) for podman, else the runtime's
- * standard socket. Throws a TypeError naming the variable when it is malformed.
- */
-export function dockerEndpointFromEnv(env: NodeJS.ProcessEnv = process.env, runtime: DockerRuntimeName = 'docker'): string {
-  const variable = runtime === 'podman' ? 'CONTAINER_HOST' : 'DOCKER_HOST';
-  const value = env[variable]?.trim();
-  if (!value) return runtime === 'podman' ? PODMAN_DEFAULT_ENDPOINT : DOCKER_DEFAULT_ENDPOINT;
-  try {
-    parseDockerEndpoint(value);
-  } catch (e) {
-    throw new TypeError(`${variable}: ${(e as Error).message}`);
-  }
-  return value;
-}
-
 interface Answer {
   status: number;
   body: Buffer;

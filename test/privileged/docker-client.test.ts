@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { RuntimeUnavailableError } from '../../src/metadata/container.js';
-import { DockerClient, dockerEndpointFromEnv, parseDockerEndpoint, type DockerEndpoint } from '../../src/metadata/docker.js';
+import { DockerClient, parseDockerEndpoint, type DockerEndpoint } from '../../src/metadata/docker.js';
 import { skipReasonLoudly } from '../helpers/agent.js';
 import { dockerdSkipReason, startDockerd, TEST_IMAGE, type RunningContainer, type RunOptions, type TestBridge } from '../helpers/dockerd.js';
 import { PODMAN_TEST_IMAGE, podmanSkipReason, startPodman } from '../helpers/podman.js';
@@ -71,18 +71,6 @@ describe('Docker endpoints', () => {
       assert.throws(() => new DockerClient({ endpoint: input, runtime: 'docker' }), TypeError);
     });
   }
-
-  test('dockerEndpointFromEnv: DOCKER_HOST for docker, CONTAINER_HOST for podman, else the standard sockets', () => {
-    assert.equal(dockerEndpointFromEnv({}), 'unix:///var/run/docker.sock');
-    assert.equal(dockerEndpointFromEnv({ DOCKER_HOST: '' }), 'unix:///var/run/docker.sock');
-    assert.equal(dockerEndpointFromEnv({ DOCKER_HOST: 'unix:///tmp/d.sock' }), 'unix:///tmp/d.sock');
-    assert.equal(dockerEndpointFromEnv({ DOCKER_HOST: 'tcp://127.0.0.1:2375' }), 'tcp://127.0.0.1:2375');
-    assert.equal(dockerEndpointFromEnv({}, 'podman'), 'unix:///run/podman/podman.sock');
-    assert.equal(dockerEndpointFromEnv({ DOCKER_HOST: 'tcp://127.0.0.1:2375' }, 'podman'), 'unix:///run/podman/podman.sock');
-    assert.equal(dockerEndpointFromEnv({ CONTAINER_HOST: 'unix:///tmp/p.sock' }, 'podman'), 'unix:///tmp/p.sock');
-    assert.throws(() => dockerEndpointFromEnv({ DOCKER_HOST: 'ssh://me@host' }), (e: Error) => e instanceof TypeError && /^DOCKER_HOST: /.test(e.message));
-    assert.throws(() => dockerEndpointFromEnv({ CONTAINER_HOST: 'ssh://me@host' }, 'podman'), /^TypeError: CONTAINER_HOST: /);
-  });
 
   test('options are validated', () => {
     assert.throws(() => new DockerClient({ endpoint: '/x.sock', runtime: 'rkt' as 'docker' }), TypeError);
