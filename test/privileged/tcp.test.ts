@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { Agent, type JsonEvent, skipReasonLoudly, startPeer } from '../helpers/agent.js';
 import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
 
@@ -100,7 +101,9 @@ function assertExchange(x: Exchange, o: { clientIp: string; serverIp: string; cl
   for (const e of [cclose, sclose]) {
     assert.ok(e.duration_ms! > 0 && e.duration_ms! < 60_000, `duration ${e.duration_ms}`);
     assert.equal(typeof e.srtt_us, 'number');
-    assert.equal(e.retransmits, 0);
+    // a busy 2-vCPU host can fire a tail-loss probe even on loopback, so a
+    // clean exchange may still count a retransmission; bytes stay exact
+    assert.ok(Number.isInteger(e.retransmits) && e.retransmits! >= 0, `retransmits ${e.retransmits}`);
   }
   // the connect and close of one socket share its conn_id; the sides differ
   assert.equal(x.outbound[0]!.conn_id, x.outbound[1]!.conn_id);
@@ -167,6 +170,25 @@ describe('TCP capture on the real kernel', { skip }, () => {
     assert.equal(x.outbound[0]!.netns, ns.inodeA);
   });
 
+  test('retransmitted bytes are counted as retransmits, not as bytes sent', async () => {
+    // the server's side drops every 5th packet from the client, so some
+    // segments must go twice. (Not a drop on the client's own OUTPUT: a send
+    // that fails locally is counted in bytes_sent and then sent again as new
+    // data, which no real network loss does.)
+    const rule = ['INPUT', '-p', 'tcp', '-s', ns.a4, '-m', 'statistic', '--mode', 'nth', '--every', '5', '--packet', '4', '-j', 'DROP'];
+    const iptables = (op: string) => execFileSync('ip', ['netns', 'exec', ns.b, 'iptables', op, ...rule], { stdio: 'pipe' });
+    iptables('-I');
+    let x: Exchange;
+    try {
+      x = await exchange(agent, { bind: ns.b4, connect: ns.b4, serverNs: ns.b, clientNs: ns.a, clientSends: 400_000, serverSends: 300 });
+    } finally {
+      iptables('-D');
+    }
+    assertExchange(x, { clientIp: ns.a4, serverIp: ns.b4, clientSends: 400_000, serverSends: 300 });
+    const cclose = x.outbound.find((e) => e.event === 'close')!;
+    assert.ok(cclose.retransmits! > 0, `client retransmits ${cclose.retransmits}`);
+  });
+
   test('a client that exits right after connecting is still named, with its command line', async () => {
     const server = startPeer(['server', '127.0.0.1', '0', '0']);
     const port = Number(await server.line('port'));
@@ -212,7 +234,6 @@ describe('TCP capture on the real kernel', { skip }, () => {
 
   test('a connect to an unreachable test host fails with a timeout-class error', async () => {
     // one SYN retry in the client namespace: the connect gives up within seconds
-    const { execFileSync } = await import('node:child_process');
     execFileSync('ip', ['netns', 'exec', ns.a, 'sysctl', '-qw', 'net.ipv4.tcp_syn_retries=1']);
     const missing = ns.a4.replace(/\.1$/, '.9'); // on the link, but nobody answers ARP
     const client = startPeer(['refused', missing, '9'], ns.a);
