@@ -98,13 +98,13 @@ static __always_inline __u32 task_ppid(struct task_struct *task)
 
 static __always_inline void fill_owner(struct sock_info *si)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	si->pid = pid_tgid >> 32;
 	si->tid = (__u32)pid_tgid;
 	si->uid = (__u32)bpf_get_current_uid_gid();
-	si->ppid = task_ppid(task);
+	si->ppid = task->real_parent->tgid;
 	bpf_get_current_comm(si->comm, sizeof(si->comm));
 	si->flags |= CONVIS_F_OWNER_KNOWN;
 }
@@ -128,6 +128,37 @@ static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event
 	}
 	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	ev->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+/*
+ * The same as read_tuple() for a socket the verifier knows as a BTF pointer
+ * (tp_btf): plain loads instead of one bpf_probe_read_kernel() per field.
+ */
+static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_conn_event *ev)
+{
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	__u16 family = sk->__sk_common.skc_family;
+	__u32 *s6 = (__u32 *)ev->saddr, *d6 = (__u32 *)ev->daddr;
+
+	ev->family = family;
+	ev->proto = IPPROTO_TCP;
+	ev->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	ev->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (family == AF_INET) {
+		s6[0] = sk->__sk_common.skc_rcv_saddr;
+		d6[0] = sk->__sk_common.skc_daddr;
+	} else {
+		s6[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		s6[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		s6[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		s6[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		d6[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+		d6[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+	}
+	ev->netns = sk->__sk_common.skc_net.net->ns.inum;
+	ev->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
 }
 
 static __always_inline void copy_owner(struct convis_conn_event *ev, const struct sock_info *si)
@@ -172,64 +203,65 @@ static __always_inline void track(struct sock *sk, __u8 direction, int with_owne
 		stat_inc(CONVIS_STAT_SOCKS_FULL);
 }
 
-static __always_inline void emit_close(struct sock *sk, const struct sock_info *si,
+static __always_inline void emit_close(struct tcp_sock *tp, const struct sock_info *si,
 				       int oldstate, __u64 now)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct convis_conn_event *ev;
 	__u64 sent, retrans_bytes, received;
-	unsigned long sk_flags;
 
 	ev = reserve_conn(CONVIS_EV_TCP_CLOSE, now);
 	if (!ev)
 		return;
 	copy_owner(ev, si);
-	read_tuple(sk, ev);
+	read_tuple_tp(tp, ev);
 	ev->old_state = oldstate;
 	ev->duration_ns = now - si->start_ns;
 	/* bytes_sent counts every transmitted payload byte, retransmissions
 	 * included; bytes_retrans is the retransmitted share. */
-	sent = BPF_CORE_READ(tp, bytes_sent);
-	retrans_bytes = BPF_CORE_READ(tp, bytes_retrans);
+	sent = tp->bytes_sent;
+	retrans_bytes = tp->bytes_retrans;
 	ev->bytes_sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
 	/* bytes_received counts the peer's FIN as one byte; tcp_fin() sets
 	 * SOCK_DONE, so subtract it when the FIN arrived. */
-	received = BPF_CORE_READ(tp, bytes_received);
-	sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
-	if ((sk_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
+	received = tp->bytes_received;
+	if ((tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags &
+	     (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
 		received -= 1;
 	ev->bytes_received = received;
-	ev->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	ev->retransmits = BPF_CORE_READ(tp, total_retrans);
+	ev->srtt_us = tp->srtt_us >> 3;
+	ev->retransmits = tp->total_retrans;
 	bpf_ringbuf_submit(ev, rb_flags());
 }
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, const int newstate)
 {
-	struct sock *sk = (struct sock *)ctx->skaddr;
-	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+	struct sock *sk = (struct sock *)csk;
 	struct convis_conn_event *ev;
+	struct tcp_sock *tp;
 	struct sock_info *si;
 	__u64 key = (__u64)sk;
+	__u16 family;
 	__u64 now;
 
-	if (ctx->protocol != IPPROTO_TCP)
+	/* NULL unless a full TCP socket */
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
 		return 0;
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
-	now = bpf_ktime_get_ns();
 	switch (newstate) {
 	case TCP_SYN_SENT:
 		/* inside connect(): the current task is the connecting process */
 		if (oldstate == TCP_CLOSE)
-			track(sk, CONVIS_DIR_OUTBOUND, 1, now);
+			track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns());
 		return 0;
 	case TCP_SYN_RECV:
 		/* a child socket cloned from a listener; the owner is named at accept */
 		if (oldstate == TCP_LISTEN)
-			track(sk, CONVIS_DIR_INBOUND, 0, now);
+			track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns());
 		return 0;
 	case TCP_ESTABLISHED:
 		if (oldstate != TCP_SYN_SENT)
@@ -237,11 +269,12 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		si = bpf_map_lookup_elem(&socks, &key);
 		if (!si)
 			return 0;
+		now = bpf_ktime_get_ns();
 		ev = reserve_conn(CONVIS_EV_TCP_CONNECT, now);
 		if (!ev)
 			return 0;
 		copy_owner(ev, si);
-		read_tuple(sk, ev);
+		read_tuple_tp(tp, ev);
 		ev->old_state = oldstate;
 		ev->duration_ns = now - si->start_ns;
 		bpf_ringbuf_submit(ev, rb_flags());
@@ -250,21 +283,22 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		si = bpf_map_lookup_elem(&socks, &key);
 		if (!si)
 			return 0;
+		now = bpf_ktime_get_ns();
 		if (oldstate == TCP_SYN_SENT) {
 			ev = reserve_conn(CONVIS_EV_TCP_CONNECT_FAILED, now);
 			if (ev) {
 				copy_owner(ev, si);
-				read_tuple(sk, ev);
+				read_tuple_tp(tp, ev);
 				ev->old_state = oldstate;
 				ev->duration_ns = now - si->start_ns;
-				ev->error = BPF_CORE_READ(sk, sk_err);
+				ev->error = sk->sk_err;
 				if (ev->error == 0)
 					ev->error = ECONNABORTED;
 				bpf_ringbuf_submit(ev, rb_flags());
 			}
 		} else if (oldstate != TCP_SYN_RECV) {
 			/* SYN_RECV->CLOSE is a handshake that never completed */
-			emit_close(sk, si, oldstate, now);
+			emit_close(tp, si, oldstate, now);
 		}
 		bpf_map_delete_elem(&socks, &key);
 		return 0;
