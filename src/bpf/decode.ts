@@ -1,4 +1,5 @@
 import { formatIPv4, formatIPv6 } from '../util/ip.js';
+import { u64NsNanos, u64NsSeconds } from '../util/time.js';
 import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, FILENAME_LEN, Header, TaskEvent } from './events.js';
 
 export type ConnKind = 'connect' | 'accept' | 'close' | 'connect_failed';
@@ -7,8 +8,10 @@ export type DirectionName = 'outbound' | 'inbound' | 'unknown';
 interface RecordBase {
   /** tgid in the host pid namespace; 0 when unknown */
   pid: number;
-  /** CLOCK_MONOTONIC nanoseconds */
-  tsNs: bigint;
+  /** CLOCK_MONOTONIC: whole seconds */
+  tsSec: number;
+  /** CLOCK_MONOTONIC: nanoseconds within the second */
+  tsNsec: number;
 }
 
 export interface ExecRecord extends RecordBase {
@@ -91,6 +94,18 @@ function u64(v: Views, off: number): number {
   return (v.u32[i] as number) + (v.u32[i + 1] as number) * 4294967296;
 }
 
+/** The record header's CLOCK_MONOTONIC time: whole seconds (exact, no BigInt). */
+function headerSec(v: Views, o: number): number {
+  const i = (o + Header.tsNs) >>> 2;
+  return u64NsSeconds(v.u32[i + 1] as number, v.u32[i] as number);
+}
+
+/** The record header's CLOCK_MONOTONIC time: nanoseconds within the second. */
+function headerNsec(v: Views, o: number): number {
+  const i = (o + Header.tsNs) >>> 2;
+  return u64NsNanos(v.u32[i + 1] as number, v.u32[i] as number);
+}
+
 /** A NUL-terminated string of at most `max` bytes. */
 function cstr(buf: Buffer, off: number, max: number): string {
   let end = buf.indexOf(0, off);
@@ -120,7 +135,8 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
   return {
     kind,
     pid: u32[w + (Header.pid >>> 2)] as number,
-    tsNs: buf.readBigUInt64LE(o + Header.tsNs),
+    tsSec: headerSec(v, o),
+    tsNsec: headerNsec(v, o),
     tid: u32[w + (ConnEvent.tid >>> 2)] as number,
     uid: u32[w + (ConnEvent.uid >>> 2)] as number,
     ppid: u32[w + (ConnEvent.ppid >>> 2)] as number,
@@ -157,7 +173,8 @@ function decodeExec(v: Views, o: number): ExecRecord {
   return {
     kind: 'exec',
     pid: buf.readUInt32LE(o + Header.pid),
-    tsNs: buf.readBigUInt64LE(o + Header.tsNs),
+    tsSec: headerSec(v, o),
+    tsNsec: headerNsec(v, o),
     ppid: buf.readUInt32LE(o + ExecEvent.ppid),
     uid: buf.readUInt32LE(o + ExecEvent.uid),
     cgroupId: u64(v, o + ExecEvent.cgroupId),
@@ -173,7 +190,8 @@ function decodeTask(v: Views, o: number, kind: 'exit' | 'fork'): TaskRecord {
   return {
     kind,
     pid: buf.readUInt32LE(o + Header.pid),
-    tsNs: buf.readBigUInt64LE(o + Header.tsNs),
+    tsSec: headerSec(v, o),
+    tsNsec: headerNsec(v, o),
     ppid: buf.readUInt32LE(o + TaskEvent.ppid),
     uid: buf.readUInt32LE(o + TaskEvent.uid),
     exitCode: buf.readInt32LE(o + TaskEvent.exitCode),

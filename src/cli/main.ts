@@ -115,7 +115,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     log,
     ...(cgroupRoot ? { cgroups: new CgroupIndex({ root: cgroupRoot }) } : {}),
   });
-  const enricher = new Enricher({ processes, containers, node: config.nodeName, toEpochNs: (ns) => t.toEpochNs(ns) });
+  const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset });
   const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}) });
 
   t.start((records) => {

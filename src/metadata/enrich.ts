@@ -9,8 +9,10 @@ import { constants } from 'node:os';
 import type { ConnRecord, KernelRecord } from '../bpf/decode.js';
 import type { ContainerRef } from './cgroup.js';
 import type { Containers } from './containers.js';
-import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails } from './event.js';
+import type { ContainerInfo, PodSandbox } from './container.js';
+import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from './event.js';
 import type { ProcessCache } from './process-cache.js';
+import { NS_PER_SEC, type ClockOffset } from '../util/time.js';
 
 const ERRNO_NAMES = new Map<number, string>();
 // where two names share a number (EAGAIN/EWOULDBLOCK), the first listed is the canonical one
@@ -25,10 +27,17 @@ export interface EnricherOptions {
   processes: ProcessCache;
   containers: Containers;
   node: string;
-  /** CLOCK_MONOTONIC ns to epoch ns */
-  toEpochNs: (monotonicNs: bigint) => bigint;
+  /** CLOCK_REALTIME − CLOCK_MONOTONIC: turns record times into epoch times */
+  clockOffset: ClockOffset;
   now?: () => number;
 }
+
+interface Details {
+  container: ContainerDetails | null;
+  pod: PodDetails | null;
+}
+
+const NO_DETAILS: Details = { container: null, pod: null };
 
 interface Item {
   rec: ConnRecord;
@@ -54,6 +63,14 @@ export interface IngestedBatch {
 export class Enricher {
   private readonly o: EnricherOptions;
   private readonly now: () => number;
+
+  /**
+   * Container and pod objects per container ref, made again only when the
+   * runtime's answer changes: events share them, and sinks can cache what
+   * they make of them by object.
+   */
+  private readonly details = new WeakMap<ContainerRef, Details & { info: ContainerInfo | undefined }>();
+  private readonly remotePods = new WeakMap<PodSandbox, RemotePod>();
 
   constructor(options: EnricherOptions) {
     this.o = options;
@@ -97,20 +114,44 @@ export class Enricher {
     return batch.items.map((it) => this.event(it));
   }
 
+  private detailsOf(ref: ContainerRef): Details {
+    const info = this.o.containers.get(ref.id);
+    let d = this.details.get(ref);
+    if (d === undefined || d.info !== info) {
+      const container = { id: ref.id, name: info?.name ?? null, image: info?.image ?? null, runtime: info?.runtime ?? ref.runtime };
+      let pod: PodDetails | null = null;
+      if (info?.pod) pod = { name: info.pod.name, namespace: info.pod.namespace, uid: info.pod.uid || ref.podUid || null };
+      else if (ref.podUid) pod = { name: null, namespace: null, uid: ref.podUid };
+      d = { info, container, pod };
+      this.details.set(ref, d);
+    }
+    return d;
+  }
+
+  private remotePodOf(peer: PodSandbox): RemotePod {
+    let p = this.remotePods.get(peer);
+    if (p === undefined) {
+      p = { name: peer.name, namespace: peer.namespace };
+      this.remotePods.set(peer, p);
+    }
+    return p;
+  }
+
   private event({ rec: r, process, container }: Item): ConnectionEvent {
     const { containers } = this.o;
     // the index may have learnt the socket's cgroup since ingest()
     const ref = container === undefined ? containers.refOfCgroup(r.cgroupId) : container;
-    let c: ContainerDetails | null = null;
-    let pod: PodDetails | null = null;
-    if (ref) {
-      const info = containers.get(ref.id);
-      c = { id: ref.id, name: info?.name ?? null, image: info?.image ?? null, runtime: info?.runtime ?? ref.runtime };
-      if (info?.pod) pod = { name: info.pod.name, namespace: info.pod.namespace, uid: info.pod.uid || ref.podUid || null };
-      else if (ref.podUid) pod = { name: null, namespace: null, uid: ref.podUid };
+    const d = ref ? this.detailsOf(ref) : NO_DETAILS;
+    const off = this.o.clockOffset;
+    let sec = r.tsSec + off.sec;
+    let nsec = r.tsNsec + off.nsec;
+    if (nsec >= NS_PER_SEC) {
+      nsec -= NS_PER_SEC;
+      sec++;
     }
     const ev: ConnectionEvent = {
-      timeNs: this.o.toEpochNs(r.tsNs),
+      timeSec: sec,
+      timeNsec: nsec,
       event: r.kind,
       proto: 'tcp',
       direction: r.direction === 'inbound' ? 'inbound' : 'outbound',
@@ -118,15 +159,15 @@ export class Enricher {
       remote: { ip: r.remoteIp, port: r.remotePort },
       // shared with the cache, not copied: sinks treat events as read-only
       process,
-      container: c,
-      pod,
+      container: d.container,
+      pod: d.pod,
       node: this.o.node,
       cgroupId: r.cgroupId,
       netns: r.netns,
       connId: r.connId,
     };
     const peer = containers.podByIp(r.remoteIp);
-    if (peer) ev.remotePod = { name: peer.name, namespace: peer.namespace };
+    if (peer) ev.remotePod = this.remotePodOf(peer);
     if (r.kind === 'close') {
       ev.bytesSent = r.bytesSent;
       ev.bytesReceived = r.bytesReceived;

@@ -35,8 +35,10 @@ export interface RemotePod {
 }
 
 export interface ConnectionEvent {
-  /** nanoseconds since the Unix epoch */
-  timeNs: bigint;
+  /** when the kernel saw it: whole seconds since the Unix epoch */
+  timeSec: number;
+  /** and nanoseconds within that second */
+  timeNsec: number;
   event: ConnKind;
   proto: 'tcp';
   direction: 'outbound' | 'inbound';

@@ -227,7 +227,7 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
   };
   set('eventType', NEW_RELIC_EVENT_TYPE);
   // integer milliseconds: bigint division keeps it exact
-  set('timestamp', Number(e.timeNs / 1_000_000n));
+  set('timestamp', e.timeSec * 1000 + Math.floor(e.timeNsec / 1_000_000));
   set('event', e.event);
   set('proto', e.proto);
   set('direction', e.direction);

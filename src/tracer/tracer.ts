@@ -3,6 +3,7 @@ import { assertLayout, KernelStat } from '../bpf/events.js';
 import { loadBinding, type Binding, type TracerHandle } from '../native/binding.js';
 import { BpfError } from './errors.js';
 import { preflight } from './preflight.js';
+import { clockOffset, type ClockOffset } from '../util/time.js';
 
 export interface TracerOptions {
   /** ring buffer size in bytes: a power of two, at least one page (default 16 MiB) */
@@ -57,7 +58,8 @@ export class Tracer {
   readonly programs: string[];
   private readonly binding: Binding;
   private handle: TracerHandle | undefined;
-  private readonly clockOffsetNs: bigint;
+  /** CLOCK_REALTIME − CLOCK_MONOTONIC, read once at open */
+  readonly clockOffset: ClockOffset;
   private counters = { batches: 0, records: 0, malformed: 0 };
   /** the kernel counters as last read before close */
   private finalKernelStats: number[] = [];
@@ -69,7 +71,7 @@ export class Tracer {
     this.handle = handle;
     this.programs = binding.attached(handle);
     const [real, mono] = binding.clocks();
-    this.clockOffsetNs = real - mono;
+    this.clockOffset = clockOffset(real, mono);
   }
 
   /** Checks privileges and kernel features, loads and attaches. Throws BpfError. */
@@ -137,10 +139,5 @@ export class Tracer {
       lostProcEvents: k[KernelStat.rbDropProc] ?? 0,
       untrackedSockets: k[KernelStat.socksFull] ?? 0,
     };
-  }
-
-  /** Converts a record's CLOCK_MONOTONIC timestamp to nanoseconds since the epoch. */
-  toEpochNs(monotonicNs: bigint): bigint {
-    return monotonicNs + this.clockOffsetNs;
   }
 }

@@ -15,7 +15,8 @@ const proc = { pid: 10, ppid: 1, uid: 0, comm: 'curl', cmd: 'curl x', exe: '/usr
 
 function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
   return {
-    timeNs: 1n,
+    timeSec: 1,
+    timeNsec: 0,
     event,
     proto: 'tcp',
     direction: 'outbound',

@@ -14,13 +14,15 @@ import { repoRoot } from '../helpers/paths.js';
 
 const procRoot = join(repoRoot, 'test/fixtures/proc');
 const GONE = 700000; // not in the fixture tree
-const BOOT_EPOCH_NS = 1_700_000_000_000_000_000n;
+/** CLOCK_REALTIME − CLOCK_MONOTONIC in these tests: booted at 1,700,000,000.25 */
+const BOOT_OFFSET = { sec: 1_700_000_000, nsec: 250_000_000 };
 
 function conn(kind: ConnKind, pid: number, over: Partial<ConnRecord> = {}): ConnRecord {
   return {
     kind,
     pid,
-    tsNs: 5_000_000_123n,
+    tsSec: 5,
+    tsNsec: 123,
     tid: pid,
     uid: 1000,
     ppid: 1,
@@ -48,11 +50,11 @@ function conn(kind: ConnKind, pid: number, over: Partial<ConnRecord> = {}): Conn
 }
 
 function exec(pid: number, argv: string[], over: Partial<ExecRecord> = {}): ExecRecord {
-  return { kind: 'exec', pid, tsNs: 1n, ppid: 1, uid: 1000, cgroupId: 4321, comm: argv[0] ?? '', filename: `/usr/bin/${argv[0]}`, argv, argsTruncated: false, ...over };
+  return { kind: 'exec', pid, tsSec: 0, tsNsec: 1, ppid: 1, uid: 1000, cgroupId: 4321, comm: argv[0] ?? '', filename: `/usr/bin/${argv[0]}`, argv, argsTruncated: false, ...over };
 }
 
 function task(kind: 'fork' | 'exit', pid: number, over: Partial<TaskRecord> = {}): TaskRecord {
-  return { kind, pid, tsNs: 1n, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4321, comm: 'task', ...over };
+  return { kind, pid, tsSec: 0, tsNsec: 1, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4321, comm: 'task', ...over };
 }
 
 function one(enricher: Enricher, r: ConnRecord) {
@@ -66,19 +68,15 @@ function run(enricher: Enricher, records: KernelRecord[]) {
 
 function setup(opts: { exitedTtlMs?: number; now?: () => number } = {}) {
   const processes = new ProcessCache({ procRoot, exitedTtlMs: opts.exitedTtlMs ?? 1000 });
-  const seen: bigint[] = [];
   const containers = new Containers({ runtimes: [], log: createLogger(false, () => undefined) });
   const enricher = new Enricher({
     processes,
     containers,
     node: 'node-a',
-    toEpochNs: (m) => {
-      seen.push(m);
-      return BOOT_EPOCH_NS + m;
-    },
+    clockOffset: BOOT_OFFSET,
     now: opts.now ?? (() => 5000),
   });
-  return { processes, enricher, seen };
+  return { processes, enricher };
 }
 
 describe('errnoName', () => {
@@ -149,12 +147,17 @@ describe('Enricher.batch', () => {
     assert.equal(processes.stats().size, 0);
   });
 
-  test('timeNs comes from toEpochNs of the record time', () => {
-    const { enricher, seen } = setup();
-    const [a, b] = run(enricher, [conn('connect', GONE, { tsNs: 42n }), conn('close', GONE, { tsNs: 3_000_000_000_000n })]);
-    assert.deepEqual(seen, [42n, 3_000_000_000_000n]);
-    assert.equal(a!.timeNs, BOOT_EPOCH_NS + 42n);
-    assert.equal(b!.timeNs, BOOT_EPOCH_NS + 3_000_000_000_000n);
+  test('the event time is the record time plus the clock offset, carrying into the seconds', () => {
+    const { enricher } = setup();
+    const [a, b, c] = run(enricher, [
+      conn('connect', GONE, { tsSec: 0, tsNsec: 42 }),
+      conn('close', GONE, { tsSec: 3000, tsNsec: 0 }),
+      // 0.9 s + 0.25 s offset: one more second
+      conn('close', GONE, { tsSec: 10, tsNsec: 900_000_000 }),
+    ]);
+    assert.deepEqual([a!.timeSec, a!.timeNsec], [BOOT_OFFSET.sec, BOOT_OFFSET.nsec + 42]);
+    assert.deepEqual([b!.timeSec, b!.timeNsec], [BOOT_OFFSET.sec + 3000, BOOT_OFFSET.nsec]);
+    assert.deepEqual([c!.timeSec, c!.timeNsec], [BOOT_OFFSET.sec + 11, 150_000_000]);
   });
 });
 
@@ -163,7 +166,8 @@ describe('Enricher.connection', () => {
     const { enricher, processes } = setup();
     processes.onExec(exec(GONE, ['wget', 'x']));
     const r = conn('connect', GONE, {
-      tsNs: 77n,
+      tsSec: 0,
+      tsNsec: 77,
       connId: 1234,
       cgroupId: 5555,
       netns: 4026532000,
@@ -174,7 +178,8 @@ describe('Enricher.connection', () => {
       family: 6,
     });
     assert.deepEqual(one(enricher, r), {
-      timeNs: BOOT_EPOCH_NS + 77n,
+      timeSec: BOOT_OFFSET.sec,
+      timeNsec: BOOT_OFFSET.nsec + 77,
       event: 'connect',
       proto: 'tcp',
       direction: 'outbound',

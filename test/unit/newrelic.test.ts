@@ -25,14 +25,14 @@ import { FakeNewRelic, MAX_BODY_BYTES, MAX_EVENTS_PER_POST } from '../helpers/ne
 
 const ACCOUNT = '1234567';
 const KEY = 'NRII-s3cr3t-Insert-KEY-0123456789ab';
-const TIME_NS = 1_700_000_000_123_456_789n;
 const TIME_MS = 1_700_000_000_123;
 
 const proc: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
 
 function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
   const e: ConnectionEvent = {
-    timeNs: TIME_NS,
+    timeSec: 1_700_000_000,
+    timeNsec: 123_456_789,
     event,
     proto: 'tcp',
     direction: event === 'accept' ? 'inbound' : 'outbound',
@@ -202,7 +202,7 @@ describe('toNewRelicEvent', () => {
   });
 
   test('timestamp: integer milliseconds, truncated, exact for current dates', () => {
-    assert.equal(toNewRelicEvent(ev('connect', { timeNs: 1_799_999_999_999_999_999n })).timestamp, 1_799_999_999_999);
+    assert.equal(toNewRelicEvent(ev('connect', { timeSec: 1_799_999_999, timeNsec: 999_999_999 })).timestamp, 1_799_999_999_999);
     assert.ok(Number.isInteger(toNewRelicEvent(ev('connect')).timestamp));
   });
 

@@ -49,7 +49,7 @@ class Collect implements Sink {
 
 function conn(connId: number, cgroupId: number): ConnRecord {
   return {
-    kind: 'connect', pid: 0, tsNs: 1n, tid: 0, uid: 0, ppid: 0, comm: '', ownerKnown: false, startSeen: true,
+    kind: 'connect', pid: 0, tsSec: 0, tsNsec: 1, tid: 0, uid: 0, ppid: 0, comm: '', ownerKnown: false, startSeen: true,
     connId, cgroupId, netns: 1, family: 4, direction: 'outbound', localIp: '10.0.0.1', localPort: 1000 + connId,
     remoteIp: '10.0.0.2', remotePort: 80, error: 0, bytesSent: 0, bytesReceived: 0, durationMs: 0, srttUs: 0,
     retransmits: 0, oldState: 0,
@@ -67,7 +67,7 @@ async function setup(maxWaiting?: number, indexFirst = true) {
   const runtime = new GatedRuntime();
   const containers = new Containers({ runtimes: [runtime], cgroups, log: createLogger(false, () => undefined) });
   const processes = new ProcessCache({ procRoot: join(repoRoot, 'test/fixtures/proc') });
-  const enricher = new Enricher({ processes, containers, node: 'n', toEpochNs: (n) => n });
+  const enricher = new Enricher({ processes, containers, node: 'n', clockOffset: { sec: 0, nsec: 0 } });
   const sink = new Collect();
   const pipeline = new Pipeline({ enricher, containers, sinks: [sink], ...(maxWaiting !== undefined ? { maxWaiting } : {}) });
   return { pipeline, sink, runtime, containerCg, hostCg };

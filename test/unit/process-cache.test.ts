@@ -20,7 +20,8 @@ function exec(pid: number, argv: string[], over: Partial<ExecRecord> = {}): Exec
   return {
     kind: 'exec',
     pid,
-    tsNs: 1_000n,
+    tsSec: 0,
+    tsNsec: 1_000,
     ppid: 1,
     uid: 1000,
     cgroupId: 4242,
@@ -34,7 +35,7 @@ function exec(pid: number, argv: string[], over: Partial<ExecRecord> = {}): Exec
 }
 
 function task(kind: 'fork' | 'exit', pid: number, over: Partial<TaskRecord> = {}): TaskRecord {
-  return { kind, pid, tsNs: 2_000n, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4242, comm: 'prog', ...over };
+  return { kind, pid, tsSec: 0, tsNsec: 2_000, ppid: 1, uid: 1000, exitCode: 0, cgroupId: 4242, comm: 'prog', ...over };
 }
 
 const hint: ProcessHint = { comm: 'hinted', ppid: 77, uid: 1234 };

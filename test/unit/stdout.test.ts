@@ -11,14 +11,14 @@ import type { ConnKind } from '../../src/bpf/decode.js';
 import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
 import { StdoutSink, toJsonLine, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
 
-const TIME_NS = 1_700_000_000_123_456_789n;
 const TIME = '2023-11-14T22:13:20.123456789Z';
 
 const proc: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
 
 function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
   const e: ConnectionEvent = {
-    timeNs: TIME_NS,
+    timeSec: 1_700_000_000,
+    timeNsec: 123_456_789,
     event,
     proto: 'tcp',
     direction: 'outbound',

@@ -1,10 +1,16 @@
 /**
- * rfc3339Nano: exact strings (expected values from `date -u -d @SECONDS`),
- * and the cached second prefix across consecutive calls.
+ * rfc3339: exact strings (expected values from `date -u -d @SECONDS`), the
+ * cached second prefix across consecutive calls, the exact split of u64
+ * nanosecond counts, and clock offsets.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { rfc3339Nano } from '../../src/util/time.js';
+import { clockOffset, rfc3339, u64NsNanos, u64NsSeconds } from '../../src/util/time.js';
+
+/** The cases below are written as one BigInt of nanoseconds since the epoch. */
+function rfc3339Nano(ns: bigint): string {
+  return rfc3339(Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n));
+}
 
 const NS = 1_000_000_000n;
 
@@ -82,5 +88,44 @@ describe('rfc3339Nano consecutive calls (cached second prefix)', () => {
       previousSec = sec;
     }
     assert.equal(sameSecond, 1000);
+  });
+});
+
+describe('u64 nanosecond counts split into seconds and nanoseconds, exactly', () => {
+  const split = (ns: bigint) => {
+    const hi = Number(ns >> 32n);
+    const lo = Number(ns & 0xffffffffn);
+    return [u64NsSeconds(hi, lo), u64NsNanos(hi, lo)];
+  };
+  const want = (ns: bigint) => [Number(ns / NS), Number(ns % NS)];
+
+  test('edges: 0, 2^32 ± 1, 2^48, 2^53 ± 1 (where one double stops being exact), 2^63, 2^64 − 1', () => {
+    const edges = [0n, 1n, 999_999_999n, NS, 2n ** 32n - 1n, 2n ** 32n, 2n ** 32n + 1n, 2n ** 48n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n];
+    for (const ns of edges) assert.deepEqual(split(ns), want(ns), `ns ${ns}`);
+  });
+
+  test('random counts over the whole u64 range agree with BigInt arithmetic', () => {
+    let s = 0x5eed;
+    const next = () => {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      return BigInt(s >>> 0);
+    };
+    for (let i = 0; i < 5000; i++) {
+      const ns = (next() << 32n) | next();
+      assert.deepEqual(split(ns), want(ns), `ns ${ns}`);
+    }
+  });
+});
+
+describe('clockOffset', () => {
+  test('realtime − monotonic as seconds and nanoseconds', () => {
+    assert.deepEqual(clockOffset(1_700_000_000_250_000_000n, 5_000_000_000n), { sec: 1_699_999_995, nsec: 250_000_000 });
+    assert.deepEqual(clockOffset(10n * NS + 1n, 3n * NS + 2n), { sec: 6, nsec: 999_999_999 });
+  });
+
+  test('a negative offset keeps nsec in 0..999,999,999', () => {
+    assert.deepEqual(clockOffset(1n * NS, 2n * NS + 1n), { sec: -2, nsec: 999_999_999 });
   });
 });

@@ -1,0 +1,176 @@
+/**
+ * The documented JSON form of a connection event: toJsonObject() is the
+ * reference (snake_case keys, in order); writeJsonEvent() writes the same
+ * JSON straight into a ByteWriter, the hot path of `stdout,format=json`.
+ *
+ * The fast path keeps the bytes of everything that repeats: the fixed
+ * fragments, the second's time prefix, each process's and container's JSON
+ * (by object: the process cache and the enricher hand out the same object
+ * while nothing changed), the node name and error names. Per event it only
+ * writes numbers and IP addresses.
+ */
+import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from '../metadata/event.js';
+import type { ByteWriter } from '../util/byte-writer.js';
+import { rfc3339, secondPrefix } from '../util/time.js';
+
+/** The documented JSON object for one event (snake_case keys). */
+export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
+  const o: Record<string, unknown> = {
+    time: rfc3339(e.timeSec, e.timeNsec),
+    event: e.event,
+    proto: e.proto,
+    direction: e.direction,
+    local: e.local,
+    remote: e.remote,
+    process: e.process,
+    container: e.container,
+    pod: e.pod,
+    ...(e.remotePod ? { remote_pod: e.remotePod } : {}),
+    node: e.node,
+    cgroup_id: e.cgroupId,
+    netns: e.netns,
+    conn_id: e.connId,
+  };
+  if (e.event === 'close') {
+    o.bytes_sent = e.bytesSent;
+    o.bytes_received = e.bytesReceived;
+    o.duration_ms = e.durationMs;
+    o.srtt_us = e.srttUs;
+    o.retransmits = e.retransmits;
+  } else if (e.event === 'connect_failed') {
+    o.error = e.error;
+  }
+  return o;
+}
+
+const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
+const NULL = utf8('null');
+
+// fixed fragments, named after the key they end in
+const F_LOCAL_PORT = utf8('","port":');
+const F_REMOTE_IP = utf8('},"remote":{"ip":"');
+const F_PROCESS = utf8('},"process":');
+const F_CONTAINER = utf8(',"container":');
+const F_POD = utf8(',"pod":');
+const F_REMOTE_POD = utf8(',"remote_pod":');
+const F_NODE = utf8(',"node":');
+const F_CGROUP = utf8(',"cgroup_id":');
+const F_NETNS = utf8(',"netns":');
+const F_CONN_ID = utf8(',"conn_id":');
+const F_BYTES_SENT = utf8(',"bytes_sent":');
+const F_BYTES_RECEIVED = utf8(',"bytes_received":');
+const F_DURATION = utf8(',"duration_ms":');
+const F_SRTT = utf8(',"srtt_us":');
+const F_RETRANSMITS = utf8(',"retransmits":');
+const F_ERROR = utf8(',"error":');
+
+/** From the end of the time to the first local IP: `Z","event":...,"local":{"ip":"`, per kind, protocol and direction. */
+const heads = new Map<string, Map<string, Map<string, Uint8Array>>>();
+
+function head(event: string, proto: string, direction: string): Uint8Array {
+  let byProto = heads.get(event);
+  if (!byProto) heads.set(event, (byProto = new Map()));
+  let byDirection = byProto.get(proto);
+  if (!byDirection) byProto.set(proto, (byDirection = new Map()));
+  let h = byDirection.get(direction);
+  if (!h) {
+    h = utf8(`Z","event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)},"local":{"ip":"`);
+    byDirection.set(direction, h);
+  }
+  return h;
+}
+
+let timeSec = -1;
+let timePrefix = utf8('');
+
+/** `{"time":"2026-11-26T10:45:01.` for the current second. */
+function timeHead(sec: number): Uint8Array {
+  if (sec !== timeSec) {
+    timeSec = sec;
+    timePrefix = utf8(`{"time":"${secondPrefix(sec)}.`);
+  }
+  return timePrefix;
+}
+
+// JSON of objects that are handed out again and again; weak, so they go with them
+const processJson = new WeakMap<ProcessDetails, Uint8Array>();
+const containerJson = new WeakMap<ContainerDetails, Uint8Array>();
+const podJson = new WeakMap<PodDetails, Uint8Array>();
+const remotePodJson = new WeakMap<RemotePod, Uint8Array>();
+
+function jsonOf<T extends object>(cache: WeakMap<T, Uint8Array>, o: T, make: (o: T) => unknown): Uint8Array {
+  let b = cache.get(o);
+  if (b === undefined) {
+    b = utf8(JSON.stringify(make(o)));
+    cache.set(o, b);
+  }
+  return b;
+}
+
+// key order is the documented one, whatever order the object was built in
+const processFields = (p: ProcessDetails) => ({ pid: p.pid, ppid: p.ppid, uid: p.uid, comm: p.comm, cmd: p.cmd, exe: p.exe });
+const containerFields = (c: ContainerDetails) => ({ id: c.id, name: c.name, image: c.image, runtime: c.runtime });
+const podFields = (p: PodDetails) => ({ name: p.name, namespace: p.namespace, uid: p.uid });
+const remotePodFields = (p: RemotePod) => ({ name: p.name, namespace: p.namespace });
+
+/** JSON strings of short, repeating values (node name, errno names). */
+const strings = new Map<string, Uint8Array>();
+
+function jsonString(s: string): Uint8Array {
+  let b = strings.get(s);
+  if (b === undefined) {
+    if (strings.size >= 1024) strings.clear();
+    b = utf8(JSON.stringify(s));
+    strings.set(s, b);
+  }
+  return b;
+}
+
+/** Writes the event as one JSON line, ending in a newline; the same JSON as JSON.stringify(toJsonObject(e)). */
+export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
+  w.bytes(timeHead(e.timeSec));
+  w.nineDigits(e.timeNsec);
+  w.bytes(head(e.event, e.proto, e.direction));
+  w.ascii(e.local.ip);
+  w.bytes(F_LOCAL_PORT);
+  w.uint(e.local.port);
+  w.bytes(F_REMOTE_IP);
+  w.ascii(e.remote.ip);
+  w.bytes(F_LOCAL_PORT);
+  w.uint(e.remote.port);
+  w.bytes(F_PROCESS);
+  w.bytes(e.process ? jsonOf(processJson, e.process, processFields) : NULL);
+  w.bytes(F_CONTAINER);
+  w.bytes(e.container ? jsonOf(containerJson, e.container, containerFields) : NULL);
+  w.bytes(F_POD);
+  w.bytes(e.pod ? jsonOf(podJson, e.pod, podFields) : NULL);
+  if (e.remotePod) {
+    w.bytes(F_REMOTE_POD);
+    w.bytes(jsonOf(remotePodJson, e.remotePod, remotePodFields));
+  }
+  w.bytes(F_NODE);
+  w.bytes(jsonString(e.node));
+  w.bytes(F_CGROUP);
+  w.number(e.cgroupId);
+  w.bytes(F_NETNS);
+  w.number(e.netns);
+  w.bytes(F_CONN_ID);
+  w.number(e.connId);
+  if (e.event === 'close') {
+    w.bytes(F_BYTES_SENT);
+    w.number(e.bytesSent ?? NaN);
+    w.bytes(F_BYTES_RECEIVED);
+    w.number(e.bytesReceived ?? NaN);
+    w.bytes(F_DURATION);
+    w.millisFromNanos(e.durationMs ?? NaN);
+    w.bytes(F_SRTT);
+    w.number(e.srttUs ?? NaN);
+    w.bytes(F_RETRANSMITS);
+    w.number(e.retransmits ?? NaN);
+  } else if (e.event === 'connect_failed') {
+    w.bytes(F_ERROR);
+    w.bytes(e.error === undefined ? NULL : jsonString(e.error));
+  }
+  w.byte(0x7d); // }
+  w.byte(0x0a); // \n
+}

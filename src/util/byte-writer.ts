@@ -1,0 +1,166 @@
+/**
+ * Appends text to a growing Buffer without building JS strings first: the
+ * hot path of line-oriented sinks, where making, flattening and encoding one
+ * string per event cost more than the rest of the pipeline.
+ */
+export class ByteWriter {
+  private buf: Buffer;
+  private pos = 0;
+  /** buffers the stream has finished with, for writeTo() */
+  private readonly spare: Buffer[] = [];
+
+  constructor(initialBytes = 1 << 16) {
+    this.buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
+  }
+
+  /** Bytes written since the last take(). */
+  get length(): number {
+    return this.pos;
+  }
+
+  /** Makes room for n more bytes. */
+  ensure(n: number): void {
+    if (this.pos + n > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+      this.buf.copy(bigger, 0, 0, this.pos);
+      this.buf = bigger;
+    }
+  }
+
+  byte(c: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = c;
+  }
+
+  bytes(b: Uint8Array): void {
+    const n = b.length;
+    this.ensure(n);
+    if (n > 48) {
+      this.buf.set(b, this.pos);
+      this.pos += n;
+      return;
+    }
+    // TypedArray.prototype.set costs more than a short loop
+    const buf = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) buf[p++] = b[i] as number;
+    this.pos = p;
+  }
+
+  /** A string known to be ASCII (IP addresses, numbers, fixed names). */
+  ascii(s: string): void {
+    const n = s.length;
+    this.ensure(n);
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) b[p++] = s.charCodeAt(i);
+    this.pos = p;
+  }
+
+  /** Any string, UTF-8 encoded. */
+  utf8(s: string): void {
+    this.ensure(s.length * 3);
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  /** A non-negative safe integer in decimal. */
+  uint(n: number): void {
+    if (n >= 1_000_000_000) {
+      // 32-bit integer arithmetic below; split off the last nine digits
+      const hi = Math.floor(n / 1_000_000_000);
+      this.uint(hi);
+      this.nineDigits(n - hi * 1_000_000_000);
+      return;
+    }
+    this.ensure(9);
+    const b = this.buf;
+    let digits = 1;
+    for (let t = n; t >= 10; t = (t / 10) | 0) digits++;
+    let p = this.pos + digits;
+    this.pos = p;
+    while (n >= 10) {
+      const q = (n / 10) | 0;
+      b[--p] = 48 + (n - q * 10);
+      n = q;
+    }
+    b[--p] = 48 + n;
+  }
+
+  /** 0 <= n < 10^9 as exactly nine digits, zero-padded. */
+  nineDigits(n: number): void {
+    this.ensure(9);
+    const b = this.buf;
+    let p = this.pos + 9;
+    this.pos = p;
+    for (let i = 0; i < 9; i++) {
+      const q = (n / 10) | 0;
+      b[--p] = 48 + (n - q * 10);
+      n = q;
+    }
+  }
+
+  /** A finite number as JSON.stringify writes it. */
+  number(n: number): void {
+    if (Number.isSafeInteger(n) && n >= 0) this.uint(n);
+    else this.ascii(Number.isFinite(n) ? String(n) : 'null');
+  }
+
+  /**
+   * A number of milliseconds that came from whole nanoseconds (ns / 1e6), as
+   * JSON.stringify writes it, without the cost of a float-to-string: below
+   * 10^9 ms the exact decimal has at most 15 digits, so it is also the
+   * shortest one that reads back as the same double.
+   */
+  millisFromNanos(ms: number): void {
+    const ns = Math.round(ms * 1e6);
+    if (!(ms >= 0 && ms < 1e9 && ns / 1e6 === ms)) {
+      this.number(ms);
+      return;
+    }
+    const whole = Math.floor(ns / 1e6);
+    this.uint(whole);
+    let frac = ns - whole * 1e6;
+    if (frac === 0) return;
+    let digits = 6;
+    while (frac % 10 === 0) {
+      frac /= 10;
+      digits--;
+    }
+    this.ensure(digits + 1);
+    const b = this.buf;
+    b[this.pos] = 0x2e; // .
+    let p = this.pos + 1 + digits;
+    this.pos = p;
+    for (let i = 0; i < digits; i++) {
+      const q = (frac / 10) | 0;
+      b[--p] = 48 + (frac - q * 10);
+      frac = q;
+    }
+  }
+
+  /**
+   * Writes what was written so far to the stream, in one write, and starts
+   * over. The buffer goes back into use once the stream says it is done with
+   * it: no fresh (page-faulting) memory per batch.
+   */
+  writeTo(stream: { write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean }): void {
+    const used = this.buf;
+    const n = this.pos;
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(used.length);
+    this.pos = 0;
+    stream.write(used.subarray(0, n), () => {
+      if (this.spare.length < 4) this.spare.push(used);
+    });
+  }
+
+  /**
+   * A copy of the bytes written so far, which the caller may keep (a stream
+   * may still queue it); the writer starts over on its own buffer.
+   */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
+    this.pos = 0;
+    return out;
+  }
+}

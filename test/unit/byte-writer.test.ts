@@ -1,0 +1,75 @@
+/**
+ * ByteWriter: numbers come out as JSON.stringify writes them, strings as
+ * UTF-8, and the buffer grows without losing what was written.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ByteWriter } from '../../src/util/byte-writer.js';
+
+const text = (w: ByteWriter) => w.take().toString('utf8');
+
+test('uint: every digit count up to 2^53 - 1, as String(n)', () => {
+  const w = new ByteWriter(64);
+  const values = [0, 1, 9, 10, 99, 100, 65535, 4294967295, 4294967296, 999_999_999_999, Number.MAX_SAFE_INTEGER];
+  for (let p = 1; p < 2 ** 53; p *= 10) values.push(p, p - 1, p + 1);
+  for (const n of values) {
+    w.uint(n);
+    assert.equal(text(w), String(n));
+  }
+});
+
+test('uint agrees with String(n) on random safe integers', () => {
+  const w = new ByteWriter(64);
+  let s = 0xc0ffee;
+  const next = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return s >>> 0;
+  };
+  for (let i = 0; i < 5000; i++) {
+    const n = (next() % 2 ** 21) * 2 ** 32 + next();
+    w.uint(n);
+    assert.equal(text(w), String(n));
+  }
+});
+
+test('nineDigits pads with zeros', () => {
+  const w = new ByteWriter(64);
+  for (const n of [0, 5, 123, 100_000_000, 999_999_999]) {
+    w.nineDigits(n);
+    assert.equal(text(w), String(n).padStart(9, '0'));
+  }
+});
+
+test('number: fractions and the odd cases as JSON.stringify', () => {
+  const w = new ByteWriter(64);
+  for (const n of [12.5, 0.000001, 0.532627, 1e21, -3, 1.7976931348623157e308, NaN, Infinity]) {
+    w.number(n);
+    assert.equal(text(w), JSON.stringify(n));
+  }
+});
+
+test('ascii, utf8 and bytes; growing from a tiny buffer keeps everything', () => {
+  const w = new ByteWriter(1);
+  const want: string[] = [];
+  for (let i = 0; i < 500; i++) {
+    w.ascii('10.0.0.1:');
+    w.utf8('é€😀');
+    w.bytes(Buffer.from('[x]'));
+    w.byte(0x0a);
+    want.push('10.0.0.1:é€😀[x]\n');
+  }
+  assert.equal(w.length, Buffer.byteLength(want.join('')));
+  assert.equal(text(w), want.join(''));
+  assert.equal(w.length, 0, 'take() starts over');
+});
+
+test('take() hands out a copy: writing on does not change it', () => {
+  const w = new ByteWriter(64);
+  w.ascii('first');
+  const a = w.take();
+  w.ascii('second');
+  assert.equal(a.toString(), 'first');
+  assert.equal(text(w), 'second');
+});
