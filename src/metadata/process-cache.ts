@@ -14,6 +14,8 @@ export interface ProcessCacheOptions {
   procRoot: string;
   /** how long an exited process stays known (default 120 s) */
   exitedTtlMs?: number;
+  /** the clock gc() is given (default Date.now) */
+  now?: () => number;
   /** most entries kept; the oldest exited ones go first (default 65536) */
   maxEntries?: number;
 }
@@ -41,14 +43,22 @@ interface Entry {
   exitedAtMs?: number;
   /** from /proc/<pid>/cgroup: null outside containers, undefined when not read (yet) */
   container?: ContainerRef | null;
+  /** procfs no longer has the process: do not ask it again */
+  gone?: boolean;
 }
 
 export class ProcessCache {
   private readonly entries = new Map<number, Entry>();
+  /**
+   * pids procfs did not have when asked, with when: their other sockets take
+   * the kernel's hint without asking again (oldest first)
+   */
+  private readonly gonePids = new Map<number, number>();
   /** pids of exited processes, oldest exit first (Map keeps insertion order) */
   private readonly exited = new Map<number, number>();
   private readonly procRoot: string;
   private readonly exitedTtlMs: number;
+  private readonly now: () => number;
   private readonly maxEntries: number;
   private readonly counters = { hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 };
 
@@ -56,6 +66,7 @@ export class ProcessCache {
     this.procRoot = options.procRoot;
     this.exitedTtlMs = options.exitedTtlMs ?? 120_000;
     this.maxEntries = options.maxEntries ?? 65536;
+    this.now = options.now ?? Date.now;
   }
 
   /** Loads every running process; call once, after the tracer is attached. */
@@ -127,14 +138,24 @@ export class ProcessCache {
       this.counters.hits++;
       return e.info;
     }
-    this.counters.procfsReads++;
-    const read = readProcess(this.procRoot, pid);
+    const read = this.gonePids.has(pid) ? undefined : this.readGone(pid);
     if (read) {
       this.set(pid, { info: read });
       return read;
     }
     this.counters.unresolved++;
     return { pid, ppid: hint.ppid, uid: hint.uid, comm: hint.comm, cmd: '', exe: '' };
+  }
+
+  /** procfs for a pid not in the cache; remembers one it does not have. */
+  private readGone(pid: number): ProcessInfo | undefined {
+    this.counters.procfsReads++;
+    const read = readProcess(this.procRoot, pid);
+    if (!read) {
+      if (this.gonePids.size >= this.maxEntries) this.gonePids.delete(this.gonePids.keys().next().value as number);
+      this.gonePids.set(pid, this.now());
+    }
+    return read ?? undefined;
   }
 
   /**
@@ -145,8 +166,12 @@ export class ProcessCache {
   containerOf(pid: number): ContainerRef | null | undefined {
     const e = this.entries.get(pid);
     if (e?.container !== undefined) return e.container;
+    if (e?.gone) return undefined;
     const container = this.readContainer(pid);
-    if (e && container !== undefined) e.container = container;
+    if (e) {
+      if (container !== undefined) e.container = container;
+      else e.gone = true; // it exited before its cgroups were read; they will not come back
+    }
     return container;
   }
 
@@ -162,6 +187,10 @@ export class ProcessCache {
 
   /** Forgets processes that exited more than the TTL ago. Runs on a timer. */
   gc(nowMs: number): void {
+    for (const [pid, atMs] of this.gonePids) {
+      if (nowMs - atMs <= this.exitedTtlMs) break;
+      this.gonePids.delete(pid);
+    }
     for (const [pid, exitedAtMs] of this.exited) {
       if (nowMs - exitedAtMs <= this.exitedTtlMs) break; // the rest exited later
       this.exited.delete(pid);
@@ -176,6 +205,7 @@ export class ProcessCache {
   private set(pid: number, entry: Entry): void {
     this.entries.delete(pid); // re-insert: Map order is then oldest-first
     this.exited.delete(pid); // a reused pid is a live process again
+    this.gonePids.delete(pid);
     this.entries.set(pid, entry);
     if (this.entries.size <= this.maxEntries) return;
     // over the cap: drop the longest-exited entry, else the oldest entry

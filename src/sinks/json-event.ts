@@ -4,10 +4,10 @@
  * JSON straight into a ByteWriter, the hot path of `stdout,format=json`.
  *
  * The fast path keeps the bytes of everything that repeats: the fixed
- * fragments, the second's time prefix, each process's and container's JSON
- * (by object: the process cache and the enricher hand out the same object
- * while nothing changed), the node name and error names. Per event it only
- * writes numbers and IP addresses.
+ * fragments, the second's time prefix, and one block per process object
+ * with its process, container and pod JSON, node, cgroup and netns (the
+ * process cache and the enricher hand out the same objects while nothing
+ * changed). Per event it only writes numbers and IP addresses.
  */
 import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from '../metadata/event.js';
 import type { ByteWriter } from '../util/byte-writer.js';
@@ -47,16 +47,8 @@ const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const NULL = utf8('null');
 
 // fixed fragments, named after the key they end in
-const F_LOCAL_PORT = utf8('","port":');
+const F_PORT = utf8('","port":');
 const F_REMOTE_IP = utf8('},"remote":{"ip":"');
-const F_PROCESS = utf8('},"process":');
-const F_CONTAINER = utf8(',"container":');
-const F_POD = utf8(',"pod":');
-const F_REMOTE_POD = utf8(',"remote_pod":');
-const F_NODE = utf8(',"node":');
-const F_CGROUP = utf8(',"cgroup_id":');
-const F_NETNS = utf8(',"netns":');
-const F_CONN_ID = utf8(',"conn_id":');
 const F_BYTES_SENT = utf8(',"bytes_sent":');
 const F_BYTES_RECEIVED = utf8(',"bytes_received":');
 const F_DURATION = utf8(',"duration_ms":');
@@ -92,21 +84,6 @@ function timeHead(sec: number): Uint8Array {
   return timePrefix;
 }
 
-// JSON of objects that are handed out again and again; weak, so they go with them
-const processJson = new WeakMap<ProcessDetails, Uint8Array>();
-const containerJson = new WeakMap<ContainerDetails, Uint8Array>();
-const podJson = new WeakMap<PodDetails, Uint8Array>();
-const remotePodJson = new WeakMap<RemotePod, Uint8Array>();
-
-function jsonOf<T extends object>(cache: WeakMap<T, Uint8Array>, o: T, make: (o: T) => unknown): Uint8Array {
-  let b = cache.get(o);
-  if (b === undefined) {
-    b = utf8(JSON.stringify(make(o)));
-    cache.set(o, b);
-  }
-  return b;
-}
-
 // key order is the documented one, whatever order the object was built in
 const processFields = (p: ProcessDetails) => ({ pid: p.pid, ppid: p.ppid, uid: p.uid, comm: p.comm, cmd: p.cmd, exe: p.exe });
 const containerFields = (c: ContainerDetails) => ({ id: c.id, name: c.name, image: c.image, runtime: c.runtime });
@@ -126,35 +103,78 @@ function jsonString(s: string): Uint8Array {
   return b;
 }
 
+/**
+ * Everything from the end of the remote port to the conn_id value is the same
+ * for all events of one process in one container, cgroup and netns: it is
+ * kept as one block per process object and made again when any part changes.
+ */
+interface Block {
+  container: ContainerDetails | null;
+  pod: PodDetails | null;
+  remotePod: RemotePod | undefined;
+  node: string;
+  cgroupId: number;
+  netns: number;
+  bytes: Uint8Array;
+}
+
+const blocks = new WeakMap<ProcessDetails, Block>();
+/** events with no process: one block at a time */
+let lastOrphanBlock: Block | undefined;
+
+function makeBlock(e: ConnectionEvent): Block {
+  const parts = [
+    '},"process":',
+    e.process ? JSON.stringify(processFields(e.process)) : 'null',
+    ',"container":',
+    e.container ? JSON.stringify(containerFields(e.container)) : 'null',
+    ',"pod":',
+    e.pod ? JSON.stringify(podFields(e.pod)) : 'null',
+    e.remotePod ? `,"remote_pod":${JSON.stringify(remotePodFields(e.remotePod))}` : '',
+    `,"node":${JSON.stringify(e.node)},"cgroup_id":${e.cgroupId},"netns":${e.netns},"conn_id":`,
+  ];
+  return {
+    container: e.container,
+    pod: e.pod,
+    remotePod: e.remotePod,
+    node: e.node,
+    cgroupId: e.cgroupId,
+    netns: e.netns,
+    bytes: utf8(parts.join('')),
+  };
+}
+
+function blockOf(e: ConnectionEvent): Uint8Array {
+  let b = e.process ? blocks.get(e.process) : lastOrphanBlock;
+  if (
+    b === undefined ||
+    b.container !== e.container ||
+    b.pod !== e.pod ||
+    b.remotePod !== e.remotePod ||
+    b.node !== e.node ||
+    b.cgroupId !== e.cgroupId ||
+    b.netns !== e.netns
+  ) {
+    b = makeBlock(e);
+    if (e.process) blocks.set(e.process, b);
+    else lastOrphanBlock = b;
+  }
+  return b.bytes;
+}
+
 /** Writes the event as one JSON line, ending in a newline; the same JSON as JSON.stringify(toJsonObject(e)). */
 export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   w.bytes(timeHead(e.timeSec));
   w.nineDigits(e.timeNsec);
   w.bytes(head(e.event, e.proto, e.direction));
   w.ascii(e.local.ip);
-  w.bytes(F_LOCAL_PORT);
+  w.bytes(F_PORT);
   w.uint(e.local.port);
   w.bytes(F_REMOTE_IP);
   w.ascii(e.remote.ip);
-  w.bytes(F_LOCAL_PORT);
+  w.bytes(F_PORT);
   w.uint(e.remote.port);
-  w.bytes(F_PROCESS);
-  w.bytes(e.process ? jsonOf(processJson, e.process, processFields) : NULL);
-  w.bytes(F_CONTAINER);
-  w.bytes(e.container ? jsonOf(containerJson, e.container, containerFields) : NULL);
-  w.bytes(F_POD);
-  w.bytes(e.pod ? jsonOf(podJson, e.pod, podFields) : NULL);
-  if (e.remotePod) {
-    w.bytes(F_REMOTE_POD);
-    w.bytes(jsonOf(remotePodJson, e.remotePod, remotePodFields));
-  }
-  w.bytes(F_NODE);
-  w.bytes(jsonString(e.node));
-  w.bytes(F_CGROUP);
-  w.number(e.cgroupId);
-  w.bytes(F_NETNS);
-  w.number(e.netns);
-  w.bytes(F_CONN_ID);
+  w.bytes(blockOf(e));
   w.number(e.connId);
   if (e.event === 'close') {
     w.bytes(F_BYTES_SENT);

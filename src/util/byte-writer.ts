@@ -35,12 +35,12 @@ export class ByteWriter {
   bytes(b: Uint8Array): void {
     const n = b.length;
     this.ensure(n);
-    if (n > 48) {
+    if (n > 12) {
       this.buf.set(b, this.pos);
       this.pos += n;
       return;
     }
-    // TypedArray.prototype.set costs more than a short loop
+    // TypedArray.prototype.set has a fixed cost that a short loop beats
     const buf = this.buf;
     let p = this.pos;
     for (let i = 0; i < n; i++) buf[p++] = b[i] as number;

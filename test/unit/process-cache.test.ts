@@ -249,8 +249,36 @@ describe('get', () => {
     // gone from procfs too: the kernel's hint, not kept
     assert.deepEqual(c.get(GONE, hint), { pid: GONE, ppid: 77, uid: 1234, comm: 'hinted', cmd: '', exe: '' });
     assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 1, evicted: 0 });
+    // procfs is not asked about it again
     c.get(GONE, { comm: 'other', ppid: 1, uid: 0 });
-    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 3, unresolved: 2, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 2, evicted: 0 });
+  });
+
+  test('a pid procfs did not have is asked about again after the TTL, or at once when an exec names it', () => {
+    let now = 1000;
+    const c = new ProcessCache({ procRoot, exitedTtlMs: 100, now: () => now });
+    c.get(GONE, hint);
+    c.get(GONE, hint);
+    assert.equal(c.stats().procfsReads, 1);
+    now = 1050;
+    c.gc(now);
+    c.get(GONE, hint);
+    assert.equal(c.stats().procfsReads, 1, 'within the TTL');
+    now = 1101;
+    c.gc(now);
+    c.get(GONE, hint);
+    assert.equal(c.stats().procfsReads, 2, 'after the TTL');
+    c.onExec(exec(GONE, ['reborn']));
+    assert.equal(c.get(GONE, hint).cmd, 'reborn');
+    assert.equal(c.stats().procfsReads, 2);
+  });
+
+  test('a process that exited before its cgroups were read: no container from procfs, exec details kept', () => {
+    const c = new ProcessCache({ procRoot });
+    c.onExec(exec(GONE, ['quick']));
+    assert.equal(c.containerOf(GONE), undefined);
+    assert.equal(c.containerOf(GONE), undefined);
+    assert.equal(c.get(GONE, hint).cmd, 'quick');
   });
 
   test('a pid whose stat is malformed is unresolved', () => {
