@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { measureStages, type StageCosts } from './pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHURN_SRC = join(ROOT, 'bench', 'churn.c');
@@ -503,6 +504,17 @@ function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, goals: Ta
   return `${summary}\n\n${refs}\n\ntargets:\n${goalLines}`;
 }
 
+function stageReport(s: StageCosts): string {
+  const ns = (x: number) => `${int(x)} ns`;
+  return table([
+    [`userspace ns per record (${int(s.records)} records, medians; each stage includes the ones above)`, ''],
+    ['  decode', ns(s.decode)],
+    ['  + process cache and enrichment', ns(s.enrich)],
+    ['  + stdout JSON line', ns(s.json)],
+    ['  + stdout text line (instead of JSON)', ns(s.text)],
+  ]);
+}
+
 // ---- main ----
 
 async function main(): Promise<void> {
@@ -547,6 +559,10 @@ async function main(): Promise<void> {
   const goals = targets(max, paced);
   process.stdout.write(`${report(opts.pairs, max, paced, goals)}\n`);
 
+  process.stdout.write('\nuserspace stages: capturing 1 s of records at 20,000 conn/s, replaying them in-process...\n');
+  const stages = await measureStages(CHURN_BIN);
+  process.stdout.write(`${stageReport(stages)}\n`);
+
   writeFileSync(
     RESULTS,
     `${JSON.stringify(
@@ -561,6 +577,7 @@ async function main(): Promise<void> {
           return { ...p, aloneMedianRate: baseline, runs: p.runs.map((r) => ({ ...r, stats: stats(r, baseline) })) };
         }),
         summary: { max, paced },
+        stages,
         references: REFERENCES,
         targets: goals,
       },

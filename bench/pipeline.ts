@@ -49,7 +49,11 @@ export async function capture(churnPath: string, seconds: number, rate: number):
   });
   await new Promise((r) => churn.once('close', r));
   binding.requestStop(handle);
-  await stopped;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), 10_000)));
+  const how = await Promise.race([stopped, late]);
+  clearTimeout(timer);
+  if (how === 'late') throw new Error('the capture did not stop within 10 s');
   binding.close(handle);
   return { batches, offset: clockOffset(real, mono) };
 }

@@ -113,6 +113,35 @@ function cstr(buf: Buffer, off: number, max: number): string {
   return buf.toString('utf8', off, end);
 }
 
+/**
+ * Command names by their 16 bytes: a node has few of them, and decoding one
+ * string per record cost more than the rest of the record. Direct-mapped:
+ * a slot holds the last name that hashed to it, checked word by word.
+ */
+const COMM_SLOTS = 512;
+const commWords = new Uint32Array(COMM_SLOTS * 4);
+const commStrings: (string | undefined)[] = new Array<string | undefined>(COMM_SLOTS);
+
+function comm(v: Views, off: number): string {
+  const i = off >>> 2;
+  const u32 = v.u32;
+  const a = u32[i] as number;
+  const b = u32[i + 1] as number;
+  const c = u32[i + 2] as number;
+  const d = u32[i + 3] as number;
+  const slot = (Math.imul(a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca6b) ^ Math.imul(d, 0xc2b2ae35), 0x27d4eb2f) >>> 23) & (COMM_SLOTS - 1);
+  const w = slot * 4;
+  const hit = commStrings[slot];
+  if (hit !== undefined && commWords[w] === a && commWords[w + 1] === b && commWords[w + 2] === c && commWords[w + 3] === d) return hit;
+  const s = cstr(v.buf, off, COMM_LEN);
+  commWords[w] = a;
+  commWords[w + 1] = b;
+  commWords[w + 2] = c;
+  commWords[w + 3] = d;
+  commStrings[slot] = s;
+  return s;
+}
+
 // IPv4 strings by their 32-bit value: a node talks to a bounded set of peers
 const ipv4Cache = new Map<number, string>();
 
@@ -140,7 +169,7 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
     tid: u32[w + (ConnEvent.tid >>> 2)] as number,
     uid: u32[w + (ConnEvent.uid >>> 2)] as number,
     ppid: u32[w + (ConnEvent.ppid >>> 2)] as number,
-    comm: cstr(buf, o + ConnEvent.comm, COMM_LEN),
+    comm: comm(v, o + ConnEvent.comm),
     ownerKnown: (flags & ConnFlag.ownerKnown) !== 0,
     startSeen: (flags & ConnFlag.startSeen) !== 0,
     connId: u64(v, o + ConnEvent.connId),

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeBatch, RECORD_HEADER, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
-import { ConnEvent, Header } from '../../src/bpf/events.js';
+import { AF_INET, ConnEvent, EventType, Header } from '../../src/bpf/events.js';
 import { repoRoot } from '../helpers/paths.js';
 
 interface Facts {
@@ -112,4 +112,38 @@ test('a batch that is not 8-aligned in its memory decodes the same', () => {
   const odd = shifted.subarray(4);
   assert.notEqual(odd.byteOffset % 8, 0);
   assert.deepEqual(decodeBatch(odd, facts.records), decodeBatch(raw, facts.records));
+});
+
+test('command names come out right through the name cache: repeats, slot collisions and names of every length', () => {
+  // 3000 records over 1500 names: the 512-slot cache both hits and has names evict each other
+  let s = 0xbeef;
+  const next = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return s >>> 0;
+  };
+  const names = Array.from({ length: 1500 }, (_, i) => {
+    const len = 1 + (i % 15);
+    return Array.from({ length: len }, () => String.fromCharCode(97 + (next() % 26))).join('');
+  });
+  const stride = RECORD_HEADER + ConnEvent.size;
+  const want: string[] = [];
+  const batch = Buffer.alloc(3000 * stride);
+  for (let i = 0; i < 3000; i++) {
+    const name = names[next() % names.length]!;
+    want.push(name);
+    const o = i * stride;
+    batch.writeUInt32LE(ConnEvent.size, o);
+    batch.writeUInt16LE(EventType.tcpConnect, o + RECORD_HEADER + Header.type);
+    batch.writeUInt16LE(ConnEvent.size, o + RECORD_HEADER + Header.recSize);
+    batch.writeUInt16LE(AF_INET, o + RECORD_HEADER + ConnEvent.family);
+    batch.write(name, o + RECORD_HEADER + ConnEvent.comm, 'latin1'); // NUL-padded: the buffer is zeroed
+  }
+  const { records, malformed } = decodeBatch(batch, 3000);
+  assert.equal(malformed, 0);
+  assert.deepEqual(
+    records.map((r) => r.comm),
+    want,
+  );
 });
