@@ -50,7 +50,10 @@ struct sock_info {
 	char comm[CONVIS_COMM_LEN];
 	__u8 direction;
 	__u8 flags;
-	__u8 _pad[6];
+	__u8 _pad[2];
+	/* fixed for a socket's life: read once when tracking starts */
+	__u32 netns;
+	__u64 cgroup_id;
 };
 
 struct {
@@ -126,8 +129,6 @@ static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event
 		bpf_core_read(ev->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(ev->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
-	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	ev->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
 /*
@@ -157,8 +158,17 @@ static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_con
 		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
 		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
 	}
-	ev->netns = sk->__sk_common.skc_net.net->ns.inum;
-	ev->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+}
+
+/* A BTF socket's netns inode and cgroup v2 id (right even in softirq). */
+static __always_inline __u32 sk_netns(struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+static __always_inline __u64 sk_cgroup(struct sock *sk)
+{
+	return sk->sk_cgrp_data.cgroup->kn->id;
 }
 
 static __always_inline void copy_owner(struct convis_conn_event *ev, const struct sock_info *si)
@@ -170,6 +180,8 @@ static __always_inline void copy_owner(struct convis_conn_event *ev, const struc
 	ev->conn_id = si->conn_id;
 	ev->direction = si->direction;
 	ev->flags = si->flags;
+	ev->netns = si->netns;
+	ev->cgroup_id = si->cgroup_id;
 	__builtin_memcpy(ev->comm, si->comm, sizeof(ev->comm));
 }
 
@@ -188,11 +200,14 @@ static __always_inline struct convis_conn_event *reserve_conn(__u16 type, __u64 
 	return ev;
 }
 
-static __always_inline void track(struct sock *sk, __u8 direction, int with_owner, __u64 now)
+static __always_inline void track(struct sock *sk, __u8 direction, int with_owner, __u64 now,
+				  __u32 netns, __u64 cgroup_id)
 {
 	__u64 key = (__u64)sk;
 	struct sock_info si = {};
 
+	si.netns = netns;
+	si.cgroup_id = cgroup_id;
 	si.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
 	si.start_ns = now;
 	si.direction = direction;
@@ -256,12 +271,12 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 	case TCP_SYN_SENT:
 		/* inside connect(): the current task is the connecting process */
 		if (oldstate == TCP_CLOSE)
-			track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns());
+			track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
 		return 0;
 	case TCP_SYN_RECV:
 		/* a child socket cloned from a listener; the owner is named at accept */
 		if (oldstate == TCP_LISTEN)
-			track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns());
+			track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
 		return 0;
 	case TCP_ESTABLISHED:
 		if (oldstate != TCP_SYN_SENT)
@@ -309,16 +324,15 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 /* The socket behind a file descriptor of the current task, or NULL. */
 static __always_inline struct sock *fd_to_sock(__u32 fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
+	/* a BTF task: plain loads down to the fd array */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 	struct socket *sock;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
 		return NULL;
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock)
@@ -339,23 +353,28 @@ static __always_inline int on_accept_exit(long ret)
 	sk = fd_to_sock((__u32)ret);
 	if (!sk)
 		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
 
 	key = (__u64)sk;
 	now = bpf_ktime_get_ns();
+	/* tracked since LISTEN->SYN_RECV: a TCP socket, netns and cgroup known */
 	si = bpf_map_lookup_elem(&socks, &key);
 	if (si) {
 		fill_owner(si);
-	} else if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE) {
-		/* established before the agent started: track from now on */
-		track(sk, CONVIS_DIR_INBOUND, 1, now);
-		si = bpf_map_lookup_elem(&socks, &key);
-		if (si)
-			si->flags &= ~CONVIS_F_START_SEEN;
+	} else {
+		/* not tracked: check what it is before anything else */
+		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE) {
+			/* established before the agent started: track from now on */
+			track(sk, CONVIS_DIR_INBOUND, 1, now, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			      BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id));
+			si = bpf_map_lookup_elem(&socks, &key);
+			if (si)
+				si->flags &= ~CONVIS_F_START_SEEN;
+		}
 	}
 
 	ev = reserve_conn(CONVIS_EV_TCP_ACCEPT, now);
@@ -370,6 +389,8 @@ static __always_inline int on_accept_exit(long ret)
 
 		fill_owner(&tmp);
 		tmp.direction = CONVIS_DIR_INBOUND;
+		tmp.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		tmp.cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 		copy_owner(ev, &tmp);
 	}
 	read_tuple(sk, ev);
