@@ -9,7 +9,8 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import type { ConnKind } from '../../src/bpf/decode.js';
 import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
-import { StdoutSink, toJsonLine, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
+import { StdoutSink, toJsonLine, toJsonObject, toTextLine, writeTextLine } from '../../src/sinks/stdout.js';
+import { ByteWriter } from '../../src/util/byte-writer.js';
 
 const TIME = '2023-11-14T22:13:20.123456789Z';
 
@@ -143,9 +144,31 @@ describe('toTextLine', () => {
   for (const c of cases) {
     test(c.name, () => {
       assert.equal(toTextLine(c.e), c.want);
+      assert.equal(textBytes(c.e), `${c.want}\n`, 'the sink\'s fast path writes the same line');
     });
   }
+
+  test('the fast path agrees with toTextLine on containers, pods, long commands, and as they change', () => {
+    const c = { id: 'd'.repeat(64), name: null, image: null, runtime: 'docker' };
+    const named = { ...c, name: 'api' };
+    const pod = { name: null, namespace: null, uid: '5c1e3b0a-7d2f-4e8a-9b6c-0d1e2f3a4b5c' };
+    const p = { ...proc, cmd: `java ${'-Dx=1 '.repeat(40)}Main` };
+    const events = [
+      ev('connect', { process: p, container: c, pod }),
+      ev('close', { process: p, container: named, pod, remotePod: { name: 'db-0', namespace: 'shop' } }),
+      ev('close', { process: p, container: named, pod, durationMs: 0.0015, bytesSent: 2 ** 40 }),
+      ev('connect_failed', { process: null, container: named }),
+      ev('accept', { direction: 'inbound', process: null }),
+    ];
+    for (const e of events) assert.equal(textBytes(e), `${toTextLine(e)}\n`);
+  });
 });
+
+function textBytes(e: ConnectionEvent): string {
+  const w = new ByteWriter(16);
+  writeTextLine(w, e);
+  return w.take().toString('utf8');
+}
 
 /** A real Writable that keeps every chunk; fails each write with `failWith` once set. */
 class Collector extends Writable {
