@@ -259,6 +259,27 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 	__u16 family;
 	__u64 now;
 
+	/* about half of a connection's state changes matter here: leave the
+	 * others before any helper call */
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		if (oldstate != TCP_CLOSE)
+			return 0;
+		break;
+	case TCP_SYN_RECV:
+		if (oldstate != TCP_LISTEN)
+			return 0;
+		break;
+	case TCP_ESTABLISHED:
+		if (oldstate != TCP_SYN_SENT)
+			return 0;
+		break;
+	case TCP_CLOSE:
+		break;
+	default:
+		return 0;
+	}
+
 	/* NULL unless a full TCP socket */
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -269,18 +290,17 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 
 	switch (newstate) {
 	case TCP_SYN_SENT:
-		/* inside connect(): the current task is the connecting process */
-		if (oldstate == TCP_CLOSE)
-			track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
+		/* CLOSE->SYN_SENT runs inside connect(): the current task is the
+		 * connecting process */
+		track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
 		return 0;
 	case TCP_SYN_RECV:
-		/* a child socket cloned from a listener; the owner is named at accept */
-		if (oldstate == TCP_LISTEN)
-			track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
+		/* LISTEN->SYN_RECV: a child socket cloned from a listener; the
+		 * owner is named at accept */
+		track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
 		return 0;
 	case TCP_ESTABLISHED:
-		if (oldstate != TCP_SYN_SENT)
-			return 0;
+		/* SYN_SENT->ESTABLISHED: the connect completed */
 		si = bpf_map_lookup_elem(&socks, &key);
 		if (!si)
 			return 0;
