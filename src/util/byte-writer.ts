@@ -3,6 +3,13 @@
  * hot path of line-oriented sinks, where making, flattening and encoding one
  * string per event cost more than the rest of the pipeline.
  */
+/** "00", "01", ... "99" as ASCII bytes */
+const PAIRS = new Uint8Array(200);
+for (let i = 0; i < 100; i++) {
+  PAIRS[i * 2] = 48 + Math.floor(i / 10);
+  PAIRS[i * 2 + 1] = 48 + (i % 10);
+}
+
 export class ByteWriter {
   private buf: Buffer;
   private pos = 0;
@@ -74,16 +81,23 @@ export class ByteWriter {
     }
     this.ensure(9);
     const b = this.buf;
-    let digits = 1;
-    for (let t = n; t >= 10; t = (t / 10) | 0) digits++;
+    const digits = n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : n < 100000 ? 5 : n < 1000000 ? 6 : n < 10000000 ? 7 : n < 100000000 ? 8 : 9;
     let p = this.pos + digits;
     this.pos = p;
-    while (n >= 10) {
-      const q = (n / 10) | 0;
-      b[--p] = 48 + (n - q * 10);
+    // two digits at a time from the table
+    while (n >= 100) {
+      const q = (n / 100) | 0;
+      const r = (n - q * 100) << 1;
+      b[--p] = PAIRS[r + 1] as number;
+      b[--p] = PAIRS[r] as number;
       n = q;
     }
-    b[--p] = 48 + n;
+    if (n >= 10) {
+      b[--p] = PAIRS[(n << 1) + 1] as number;
+      b[--p] = PAIRS[n << 1] as number;
+    } else {
+      b[--p] = 48 + n;
+    }
   }
 
   /** 0 <= n < 10^9 as exactly nine digits, zero-padded. */
@@ -92,11 +106,14 @@ export class ByteWriter {
     const b = this.buf;
     let p = this.pos + 9;
     this.pos = p;
-    for (let i = 0; i < 9; i++) {
-      const q = (n / 10) | 0;
-      b[--p] = 48 + (n - q * 10);
+    for (let i = 0; i < 4; i++) {
+      const q = (n / 100) | 0;
+      const r = (n - q * 100) << 1;
+      b[--p] = PAIRS[r + 1] as number;
+      b[--p] = PAIRS[r] as number;
       n = q;
     }
+    b[--p] = 48 + n;
   }
 
   /** A finite number as JSON.stringify writes it. */
