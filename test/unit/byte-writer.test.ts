@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ByteWriter } from '../../src/util/byte-writer.js';
+import { xorshift32 } from '../helpers/random.js';
 
 const text = (w: ByteWriter) => w.take().toString('utf8');
 
@@ -20,13 +21,7 @@ test('uint: every digit count up to 2^53 - 1, as String(n)', () => {
 
 test('uint agrees with String(n) on random safe integers', () => {
   const w = new ByteWriter(64);
-  let s = 0xc0ffee;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
+  const next = xorshift32(0xc0ffee);
   for (let i = 0; i < 5000; i++) {
     const n = (next() % 2 ** 21) * 2 ** 32 + next();
     w.uint(n);

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { decodeBatch, RECORD_HEADER, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
 import { AF_INET, ConnEvent, EventType, Header } from '../../src/bpf/events.js';
 import { repoRoot } from '../helpers/paths.js';
+import { xorshift32 } from '../helpers/random.js';
 
 interface Facts {
   pid: number;
@@ -116,13 +117,7 @@ test('a batch that is not 8-aligned in its memory decodes the same', () => {
 
 test('command names come out right through the name cache: repeats, slot collisions and names of every length', () => {
   // 3000 records over 1500 names: the 512-slot cache both hits and has names evict each other
-  let s = 0xbeef;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
+  const next = xorshift32(0xbeef);
   const names = Array.from({ length: 1500 }, (_, i) => {
     const len = 1 + (i % 15);
     return Array.from({ length: len }, () => String.fromCharCode(97 + (next() % 26))).join('');

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { clockOffset, rfc3339, u64NsNanos, u64NsSeconds } from '../../src/util/time.js';
+import { xorshift32 } from '../helpers/random.js';
 
 /** The cases below are written as one BigInt of nanoseconds since the epoch. */
 function rfc3339Nano(ns: bigint): string {
@@ -65,13 +66,7 @@ describe('rfc3339Nano consecutive calls (cached second prefix)', () => {
 
   test('agrees with Date over random times in random order', () => {
     // xorshift32, seeded: deterministic
-    let s = 0x2038;
-    const next = () => {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      return s >>> 0;
-    };
+    const next = xorshift32(0x2038);
     const maxSec = 253_402_300_799n; // the last second of year 9999
     let previousSec = -1n;
     let sameSecond = 0;
@@ -105,13 +100,8 @@ describe('u64 nanosecond counts split into seconds and nanoseconds, exactly', ()
   });
 
   test('random counts over the whole u64 range agree with BigInt arithmetic', () => {
-    let s = 0x5eed;
-    const next = () => {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      return BigInt(s >>> 0);
-    };
+    const u32 = xorshift32(0x5eed);
+    const next = () => BigInt(u32());
     for (let i = 0; i < 5000; i++) {
       const ns = (next() << 32n) | next();
       assert.deepEqual(split(ns), want(ns), `ns ${ns}`);
