@@ -38,6 +38,8 @@ interface Details {
 }
 
 const NO_DETAILS: Details = { container: null, pod: null };
+/** containers whose details are kept at once (the container cache holds 4096) */
+const MAX_DETAILS = 8192;
 
 interface Item {
   rec: ConnRecord;
@@ -65,11 +67,12 @@ export class Enricher {
   private readonly now: () => number;
 
   /**
-   * Container and pod objects per container ref, made again only when the
-   * runtime's answer changes: events share them, and sinks can cache what
-   * they make of them by object.
+   * Container and pod objects per container id, made again only when the
+   * runtime's answer (or what the cgroup path says) changes: events share
+   * them, and sinks can cache what they make of them by object. Refs are
+   * not stable objects (the cgroup index makes one per lookup), ids are.
    */
-  private readonly details = new WeakMap<ContainerRef, Details & { info: ContainerInfo | undefined }>();
+  private readonly details = new Map<string, Details & { info: ContainerInfo | undefined; runtime: string; podUid: string | undefined }>();
   private readonly remotePods = new WeakMap<PodSandbox, RemotePod>();
 
   constructor(options: EnricherOptions) {
@@ -116,14 +119,15 @@ export class Enricher {
 
   private detailsOf(ref: ContainerRef): Details {
     const info = this.o.containers.get(ref.id);
-    let d = this.details.get(ref);
-    if (d === undefined || d.info !== info) {
+    let d = this.details.get(ref.id);
+    if (d === undefined || d.info !== info || d.runtime !== ref.runtime || d.podUid !== ref.podUid) {
       const container = { id: ref.id, name: info?.name ?? null, image: info?.image ?? null, runtime: info?.runtime ?? ref.runtime };
       let pod: PodDetails | null = null;
       if (info?.pod) pod = { name: info.pod.name, namespace: info.pod.namespace, uid: info.pod.uid || ref.podUid || null };
       else if (ref.podUid) pod = { name: null, namespace: null, uid: ref.podUid };
-      d = { info, container, pod };
-      this.details.set(ref, d);
+      if (this.details.size >= MAX_DETAILS) this.details.delete(this.details.keys().next().value as string);
+      d = { info, runtime: ref.runtime, podUid: ref.podUid, container, pod };
+      this.details.set(ref.id, d);
     }
     return d;
   }

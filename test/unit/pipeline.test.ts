@@ -13,6 +13,7 @@ import type { ConnectionEvent } from '../../src/metadata/event.js';
 import { ProcessCache } from '../../src/metadata/process-cache.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
 import type { Sink } from '../../src/sinks/sink.js';
+import { toJsonLine } from '../../src/sinks/stdout.js';
 import { createLogger } from '../../src/util/log.js';
 import { repoRoot } from '../helpers/paths.js';
 import { mkdirSync, statSync } from 'node:fs';
@@ -70,7 +71,7 @@ async function setup(maxWaiting?: number, indexFirst = true) {
   const enricher = new Enricher({ processes, containers, node: 'n', clockOffset: { sec: 0, nsec: 0 } });
   const sink = new Collect();
   const pipeline = new Pipeline({ enricher, containers, sinks: [sink], ...(maxWaiting !== undefined ? { maxWaiting } : {}) });
-  return { pipeline, sink, runtime, containerCg, hostCg };
+  return { pipeline, sink, runtime, containerCg, hostCg, enricher, containers };
 }
 
 test('a batch waiting for a lookup holds later batches back, and all arrive in order with the name', async () => {
@@ -103,4 +104,22 @@ test('a socket cgroup the index has not seen yet is found by a walk, then its co
   runtime.release();
   await pipeline.drain();
   assert.deepEqual(sink.events[0]!.container, { id: ID, name: 'web', image: 'nginx:1', runtime: 'docker' });
+});
+
+test('events share one container object until the runtime answers, then a new one with the name (JSON follows)', async () => {
+  const { runtime, containerCg, enricher, containers } = await setup();
+  const one = (id: number) => enricher.finish(enricher.ingest([conn(id, containerCg)]))[0]!;
+  const before = [one(1), one(2)];
+  assert.equal(before[0]!.container?.name, null);
+  assert.equal(before[0]!.container, before[1]!.container, 'the same object while nothing changed');
+  runtime.release();
+  const batch = enricher.ingest([conn(3, containerCg)]);
+  await containers.resolve(batch.refs.values(), batch.unknownCgroups);
+  const after = [enricher.finish(batch)[0]!, one(4)];
+  assert.equal(after[0]!.container?.name, 'web');
+  assert.notEqual(after[0]!.container, before[0]!.container);
+  assert.equal(after[0]!.container, after[1]!.container);
+  // the JSON fast path caches by object: it must show the name now
+  assert.equal((JSON.parse(toJsonLine(before[0]!)) as { container: { name: null } }).container.name, null);
+  assert.equal((JSON.parse(toJsonLine(after[1]!)) as { container: { name: string } }).container.name, 'web');
 });
