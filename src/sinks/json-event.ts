@@ -47,8 +47,6 @@ const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const NULL = utf8('null');
 
 // fixed fragments, named after the key they end in
-const F_PORT = utf8('","port":');
-const F_REMOTE_IP = utf8('},"remote":{"ip":"');
 const F_BYTES_SENT = utf8(',"bytes_sent":');
 const F_BYTES_RECEIVED = utf8(',"bytes_received":');
 const F_DURATION = utf8(',"duration_ms":');
@@ -56,18 +54,59 @@ const F_SRTT = utf8(',"srtt_us":');
 const F_RETRANSMITS = utf8(',"retransmits":');
 const F_ERROR = utf8(',"error":');
 
+/**
+ * The bytes around an address, per address: `IP","port":` for the local one,
+ * `},"remote":{"ip":"IP","port":` for the remote one. A node talks to a
+ * bounded set of addresses; past 4096 the map starts over.
+ */
+const localIps = new Map<string, Uint8Array>();
+const remoteIps = new Map<string, Uint8Array>();
+
+function ipBytes(map: Map<string, Uint8Array>, ip: string, before: string): Uint8Array {
+  let b = map.get(ip);
+  if (b === undefined) {
+    if (map.size >= 4096) map.clear();
+    b = utf8(`${before}${ip}","port":`);
+    map.set(ip, b);
+  }
+  return b;
+}
+
 /** From the end of the time to the first local IP: `Z","event":...,"local":{"ip":"`, per kind, protocol and direction. */
-const heads = new Map<string, Map<string, Map<string, Uint8Array>>>();
+const heads = new Map<string, Uint8Array>();
+/** the same for TCP, by kind and direction index: no string key to build per event */
+const tcpHeads: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(8);
+
+function kindIndex(event: string): number {
+  switch (event) {
+    case 'connect':
+      return 0;
+    case 'accept':
+      return 2;
+    case 'close':
+      return 4;
+    case 'connect_failed':
+      return 6;
+    default:
+      return -1;
+  }
+}
+
+function makeHead(event: string, proto: string, direction: string): Uint8Array {
+  return utf8(`Z","event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)},"local":{"ip":"`);
+}
 
 function head(event: string, proto: string, direction: string): Uint8Array {
-  let byProto = heads.get(event);
-  if (!byProto) heads.set(event, (byProto = new Map()));
-  let byDirection = byProto.get(proto);
-  if (!byDirection) byProto.set(proto, (byDirection = new Map()));
-  let h = byDirection.get(direction);
-  if (!h) {
-    h = utf8(`Z","event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)},"local":{"ip":"`);
-    byDirection.set(direction, h);
+  const k = kindIndex(event);
+  if (proto === 'tcp' && k >= 0) {
+    const i = k + (direction === 'inbound' ? 1 : 0);
+    return (tcpHeads[i] ??= makeHead(event, proto, direction));
+  }
+  const key = `${event}/${proto}/${direction}`;
+  let h = heads.get(key);
+  if (h === undefined) {
+    h = makeHead(event, proto, direction);
+    heads.set(key, h);
   }
   return h;
 }
@@ -167,12 +206,9 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   w.bytes(timeHead(e.timeSec));
   w.nineDigits(e.timeNsec);
   w.bytes(head(e.event, e.proto, e.direction));
-  w.ascii(e.local.ip);
-  w.bytes(F_PORT);
+  w.bytes(ipBytes(localIps, e.local.ip, ''));
   w.uint(e.local.port);
-  w.bytes(F_REMOTE_IP);
-  w.ascii(e.remote.ip);
-  w.bytes(F_PORT);
+  w.bytes(ipBytes(remoteIps, e.remote.ip, '},"remote":{"ip":"'));
   w.uint(e.remote.port);
   w.bytes(blockOf(e));
   w.number(e.connId);
