@@ -30,7 +30,7 @@ Usage: convis [--sink SPEC]... [options]
 Options:
   --sink TYPE[,key=value]...  where events go; may be repeated (default: stdout)
   --node-name NAME            node name on every event (default: $NODE_NAME, else the host name)
-  --btf FILE                  kernel BTF, for kernels without /sys/kernel/btf/vmlinux
+  --btf FILE                  BTF to read CO-RE relocations from (the kernel still needs its own BTF)
   --proc-root DIR             procfs to read processes from (default: /proc)
   --sys-root DIR              sysfs root (default: /sys)
   --ring-buffer-mib N         kernel-to-agent ring buffer size, a power of two (default: 16)

@@ -12,7 +12,7 @@ export interface TracerOptions {
   maxSockets?: number;
   /** pending bytes at which the kernel wakes the consumer (default 256 KiB) */
   wakeupBytes?: number;
-  /** BTF file for kernels without /sys/kernel/btf/vmlinux */
+  /** BTF file to read CO-RE relocations from (tp_btf programs still need the kernel's own BTF) */
   btfPath?: string;
   /** where sysfs is mounted (default /sys) */
   sysRoot?: string;
