@@ -11,7 +11,8 @@
  */
 import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from '../metadata/event.js';
 import type { ByteWriter } from '../util/byte-writer.js';
-import { rfc3339, secondPrefix } from '../util/time.js';
+import { rfc3339 } from '../util/time.js';
+import { Fragments, PerProcess, SecondHead } from './line-parts.js';
 
 /** The documented JSON object for one event (snake_case keys). */
 export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
@@ -73,55 +74,13 @@ function ipBytes(map: Map<string, Uint8Array>, ip: string, before: string): Uint
 }
 
 /** From the end of the time to the first local IP: `Z","event":...,"local":{"ip":"`, per kind, protocol and direction. */
-const heads = new Map<string, Uint8Array>();
-/** the same for TCP, by kind and direction index: no string key to build per event */
-const tcpHeads: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(8);
-
-function kindIndex(event: string): number {
-  switch (event) {
-    case 'connect':
-      return 0;
-    case 'accept':
-      return 2;
-    case 'close':
-      return 4;
-    case 'connect_failed':
-      return 6;
-    default:
-      return -1;
-  }
-}
-
-function makeHead(event: string, proto: string, direction: string): Uint8Array {
-  return utf8(`Z","event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)},"local":{"ip":"`);
-}
-
-function head(event: string, proto: string, direction: string): Uint8Array {
-  const k = kindIndex(event);
-  if (proto === 'tcp' && k >= 0) {
-    const i = k + (direction === 'inbound' ? 1 : 0);
-    return (tcpHeads[i] ??= makeHead(event, proto, direction));
-  }
-  const key = `${event}/${proto}/${direction}`;
-  let h = heads.get(key);
-  if (h === undefined) {
-    h = makeHead(event, proto, direction);
-    heads.set(key, h);
-  }
-  return h;
-}
-
-let timeSec = -1;
-let timePrefix = utf8('');
+const heads = new Fragments(
+  (event, proto, direction) =>
+    `Z","event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)},"local":{"ip":"`,
+);
 
 /** `{"time":"2026-11-26T10:45:01.` for the current second. */
-function timeHead(sec: number): Uint8Array {
-  if (sec !== timeSec) {
-    timeSec = sec;
-    timePrefix = utf8(`{"time":"${secondPrefix(sec)}.`);
-  }
-  return timePrefix;
-}
+const timeHead = new SecondHead('{"time":"');
 
 // key order is the documented one, whatever order the object was built in
 const processFields = (p: ProcessDetails) => ({ pid: p.pid, ppid: p.ppid, uid: p.uid, comm: p.comm, cmd: p.cmd, exe: p.exe });
@@ -129,7 +88,7 @@ const containerFields = (c: ContainerDetails) => ({ id: c.id, name: c.name, imag
 const podFields = (p: PodDetails) => ({ name: p.name, namespace: p.namespace, uid: p.uid });
 const remotePodFields = (p: RemotePod) => ({ name: p.name, namespace: p.namespace });
 
-/** JSON strings of short, repeating values (node name, errno names). */
+/** JSON strings of short, repeating values (errno names). */
 const strings = new Map<string, Uint8Array>();
 
 function jsonString(s: string): Uint8Array {
@@ -157,10 +116,6 @@ interface Block {
   bytes: Uint8Array;
 }
 
-const blocks = new WeakMap<ProcessDetails, Block>();
-/** events with no process: one block at a time */
-let lastOrphanBlock: Block | undefined;
-
 function makeBlock(e: ConnectionEvent): Block {
   const parts = [
     '},"process":',
@@ -183,34 +138,27 @@ function makeBlock(e: ConnectionEvent): Block {
   };
 }
 
-function blockOf(e: ConnectionEvent): Uint8Array {
-  let b = e.process ? blocks.get(e.process) : lastOrphanBlock;
-  if (
-    b === undefined ||
-    b.container !== e.container ||
-    b.pod !== e.pod ||
-    b.remotePod !== e.remotePod ||
-    b.node !== e.node ||
-    b.cgroupId !== e.cgroupId ||
-    b.netns !== e.netns
-  ) {
-    b = makeBlock(e);
-    if (e.process) blocks.set(e.process, b);
-    else lastOrphanBlock = b;
-  }
-  return b.bytes;
-}
+const blocks = new PerProcess<Block>(
+  (b, e) =>
+    b.container === e.container &&
+    b.pod === e.pod &&
+    b.remotePod === e.remotePod &&
+    b.node === e.node &&
+    b.cgroupId === e.cgroupId &&
+    b.netns === e.netns,
+  makeBlock,
+);
 
 /** Writes the event as one JSON line, ending in a newline; the same JSON as JSON.stringify(toJsonObject(e)). */
 export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
-  w.bytes(timeHead(e.timeSec));
+  w.bytes(timeHead.get(e.timeSec));
   w.nineDigits(e.timeNsec);
-  w.bytes(head(e.event, e.proto, e.direction));
+  w.bytes(heads.get(e.event, e.proto, e.direction));
   w.bytes(ipBytes(localIps, e.local.ip, ''));
   w.uint(e.local.port);
   w.bytes(ipBytes(remoteIps, e.remote.ip, '},"remote":{"ip":"'));
   w.uint(e.remote.port);
-  w.bytes(blockOf(e));
+  w.bytes(blocks.get(e).bytes);
   w.number(e.connId);
   if (e.event === 'close') {
     w.bytes(F_BYTES_SENT);

@@ -3,10 +3,11 @@
  * JSON (format=json). The JSON keys are the documented event format.
  */
 import type { Writable } from 'node:stream';
-import type { ConnectionEvent, Endpoint, ProcessDetails } from '../metadata/event.js';
+import type { ConnectionEvent, Endpoint } from '../metadata/event.js';
 import { ByteWriter } from '../util/byte-writer.js';
-import { rfc3339, secondPrefix } from '../util/time.js';
+import { rfc3339 } from '../util/time.js';
 import { toJsonObject, writeJsonEvent } from './json-event.js';
+import { Fragments, PerProcess, SecondHead } from './line-parts.js';
 import type { Sink, SinkStats } from './sink.js';
 
 export { toJsonObject };
@@ -54,20 +55,9 @@ const T_SRTT = ascii('ms srtt=');
 const T_RETRANS = ascii('us retrans=');
 const T_ERROR = ascii(' error=');
 
-let textSec = -1;
-let textPrefix = ascii('');
+const textTime = new SecondHead('');
 /** From the end of the time's nanoseconds to the local address: "Z close          tcp ", per kind and protocol. */
-const kindHeads = new Map<string, Uint8Array>();
-
-function kindHead(event: string, proto: string): Uint8Array {
-  const key = `${event}/${proto}`;
-  let h = kindHeads.get(key);
-  if (h === undefined) {
-    h = Buffer.from(`Z ${event.padEnd(14)} ${proto} `, 'utf8');
-    kindHeads.set(key, h);
-  }
-  return h;
-}
+const kindHeads = new Fragments((event, proto) => `Z ${event.padEnd(14)} ${proto} `);
 
 /** What a text line says of its process, container and pods: the same for all events of a process while they stay the same. */
 interface TextParts {
@@ -80,23 +70,16 @@ interface TextParts {
   cmd: Uint8Array;
 }
 
-const textParts = new WeakMap<ProcessDetails, TextParts>();
-let orphanParts: TextParts | undefined;
-
-function partsOf(e: ConnectionEvent): TextParts {
-  let p = e.process ? textParts.get(e.process) : orphanParts;
-  if (p === undefined || p.container !== e.container || p.pod !== e.pod || p.remotePod !== e.remotePod) {
-    let who = e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
-    if (e.container) who += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
-    if (e.pod) who += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
-    if (e.remotePod) who += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
-    const cmd = e.process?.cmd ? ` cmd=${JSON.stringify(shorten(e.process.cmd))}` : '';
-    p = { container: e.container, pod: e.pod, remotePod: e.remotePod, who: Buffer.from(who, 'utf8'), cmd: Buffer.from(cmd, 'utf8') };
-    if (e.process) textParts.set(e.process, p);
-    else orphanParts = p;
-  }
-  return p;
+function makeParts(e: ConnectionEvent): TextParts {
+  let who = e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
+  if (e.container) who += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
+  if (e.pod) who += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
+  if (e.remotePod) who += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
+  const cmd = e.process?.cmd ? ` cmd=${JSON.stringify(shorten(e.process.cmd))}` : '';
+  return { container: e.container, pod: e.pod, remotePod: e.remotePod, who: Buffer.from(who, 'utf8'), cmd: Buffer.from(cmd, 'utf8') };
 }
+
+const textParts = new PerProcess<TextParts>((p, e) => p.container === e.container && p.pod === e.pod && p.remotePod === e.remotePod, makeParts);
 
 function writeEndpoint(w: ByteWriter, p: Endpoint): void {
   if (p.ip.includes(':')) {
@@ -118,17 +101,13 @@ function writeShown(w: ByteWriter, n: number | undefined): void {
 
 /** toTextLine(e) and a newline, written without building the string: the hot path of the default sink. */
 export function writeTextLine(w: ByteWriter, e: ConnectionEvent): void {
-  if (e.timeSec !== textSec) {
-    textSec = e.timeSec;
-    textPrefix = ascii(`${secondPrefix(e.timeSec)}.`);
-  }
-  w.bytes(textPrefix);
+  w.bytes(textTime.get(e.timeSec));
   w.nineDigits(e.timeNsec);
-  w.bytes(kindHead(e.event, e.proto));
+  w.bytes(kindHeads.get(e.event, e.proto));
   writeEndpoint(w, e.local);
   w.bytes(e.direction === 'outbound' ? T_ARROW_OUT : T_ARROW_IN);
   writeEndpoint(w, e.remote);
-  const parts = partsOf(e);
+  const parts = textParts.get(e);
   w.bytes(parts.who);
   if (e.event === 'close') {
     w.bytes(T_SENT);
