@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import type { ConnKind } from '../../src/bpf/decode.js';
 import { ConfigError } from '../../src/config/errors.js';
-import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
+import type { ConnectionEvent } from '../../src/metadata/event.js';
 import {
   NEW_RELIC_ATTRIBUTES,
   NewRelicSink,
@@ -22,34 +21,14 @@ import {
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { repoRoot } from '../helpers/paths.js';
 import { FakeNewRelic, MAX_BODY_BYTES, MAX_EVENTS_PER_POST } from '../helpers/newrelic-server.js';
+import { sampleEvent, sampleProcess } from '../helpers/events.js';
 
 const ACCOUNT = '1234567';
 const KEY = 'NRII-s3cr3t-Insert-KEY-0123456789ab';
 const TIME_MS = 1_700_000_000_123;
 
-const proc: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
-
-function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
-  const e: ConnectionEvent = {
-    timeSec: 1_700_000_000,
-    timeNsec: 123_456_789,
-    event,
-    proto: 'tcp',
-    direction: event === 'accept' ? 'inbound' : 'outbound',
-    local: { ip: '10.0.0.1', port: 51000 },
-    remote: { ip: '10.0.0.2', port: 80 },
-    process: proc,
-    container: null,
-    pod: null,
-    node: 'node-a',
-    cgroupId: 12345,
-    netns: 4026531840,
-    connId: 77,
-  };
-  if (event === 'close') Object.assign(e, { bytesSent: 120, bytesReceived: 4096, durationMs: 12.5, srttUs: 250, retransmits: 2 });
-  if (event === 'connect_failed') e.error = 'ECONNREFUSED';
-  return { ...e, ...over };
-}
+const proc = sampleProcess;
+const ev = sampleEvent;
 
 /** n connect events with conn ids from `from`, so the server's copy can be checked for order and duplicates. */
 function many(n: number, from = 0): ConnectionEvent[] {

@@ -8,35 +8,15 @@ import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import type { ConnKind } from '../../src/bpf/decode.js';
-import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.js';
+import type { ConnectionEvent } from '../../src/metadata/event.js';
 import { StdoutSink, toJsonLine, toJsonObject, toTextLine, writeTextLine } from '../../src/sinks/stdout.js';
 import { ByteWriter } from '../../src/util/byte-writer.js';
+import { sampleEvent, sampleProcess } from '../helpers/events.js';
 
 const TIME = '2023-11-14T22:13:20.123456789Z';
 
-const proc: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
-
-function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
-  const e: ConnectionEvent = {
-    timeSec: 1_700_000_000,
-    timeNsec: 123_456_789,
-    event,
-    proto: 'tcp',
-    direction: 'outbound',
-    local: { ip: '10.0.0.1', port: 51000 },
-    remote: { ip: '10.0.0.2', port: 80 },
-    process: proc,
-    container: null,
-    pod: null,
-    node: 'node-a',
-    cgroupId: 12345,
-    netns: 4026531840,
-    connId: 77,
-  };
-  if (event === 'close') Object.assign(e, { bytesSent: 120, bytesReceived: 4096, durationMs: 12.5, srttUs: 250, retransmits: 2 });
-  if (event === 'connect_failed') e.error = 'ECONNREFUSED';
-  return { ...e, ...over };
-}
+const proc = sampleProcess;
+const ev = sampleEvent;
 
 const BASE_KEYS = ['time', 'event', 'proto', 'direction', 'local', 'remote', 'process', 'container', 'pod', 'node', 'cgroup_id', 'netns', 'conn_id'];
 const CLOSE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits'];
