@@ -35,7 +35,7 @@ interface Batch {
 /** Runs `churn` at `rate` for `seconds` with the BPF programs attached; returns the raw batches. */
 export async function capture(churnPath: string, seconds: number, rate: number): Promise<{ batches: Batch[]; offset: ReturnType<typeof clockOffset> }> {
   const binding = loadBinding();
-  const handle = binding.open({ ringBytes: 16 << 20, maxSockets: 262144, wakeupBytes: 256 << 10 });
+  const handle = binding.open({ ringBytes: 16 << 20, maxSockets: 262144, maxUdpFlows: 65536, wakeupBytes: 256 << 10, sweepMs: 0 });
   const [real, mono] = binding.clocks();
   const batches: Batch[] = [];
   let resolveStopped: () => void = () => undefined;

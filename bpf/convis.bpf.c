@@ -13,6 +13,26 @@
  *    and names the accepting process.
  *  - close: ->CLOSE reads the tcp_sock counters; the owner comes from the
  *    socks map because the final transition often runs in softirq.
+ *  - io_uring accepts (no accept syscall): the owner is named at the
+ *    socket's first send or receive by a task that uses io_uring.
+ *  - failures before any SYN (no route, EPERM): connect() exit, with the
+ *    syscall's own arguments read from the task's saved registers.
+ *
+ * Live counts: userspace asks for a sweep every interval; two map iterators
+ * walk the tracked TCP sockets and the UDP flows and emit an update for
+ * each that moved bytes, with the delta since its previous report. What a
+ * report carried is kept per socket and advanced with compare-and-swap, and
+ * the close path takes the rest with an exchange, so every byte is in
+ * exactly one report, and a report the ring buffer could not take is
+ * simply carried by the next one.
+ *
+ * UDP: sock_send_length/sock_recv_length count each datagram per socket and
+ * remote endpoint; for unconnected sockets the remote comes from the
+ * cgroup sendmsg/recvmsg hooks of the same syscall (per thread).
+ *
+ * Start-up snapshot: iter/task_file names the owner of every TCP socket in
+ * any process; iter/tcp (run by userspace once per network namespace)
+ * reports every existing listener and connection and starts tracking it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -26,7 +46,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 #define SOCK_STREAM 1
+#define MSG_PEEK 2
+#define PF_IO_WORKER 0x00000010
 
 /* TCP states (include/net/tcp_states.h) */
 #define TCP_ESTABLISHED 1
@@ -35,7 +58,15 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
 
+#define EINTR 4
+#define EEXIST 17
+#define EISCONN 106
+#define EALREADY 114
+#define EINPROGRESS 115
 #define ECONNABORTED 103
+
+/* a UDP flow with nothing new for this many sweeps is forgotten (its counts were all reported) */
+#define UDP_IDLE_SWEEPS 3
 
 /* Load-time knobs, set by userspace before load. */
 const volatile __u64 wakeup_bytes = 256 * 1024;
@@ -54,6 +85,62 @@ struct sock_info {
 	/* fixed for a socket's life: read once when tracking starts */
 	__u32 netns;
 	__u64 cgroup_id;
+	/* the lifetime counters as far as reports have carried them */
+	__u64 rep_sent;
+	__u64 rep_received;
+	__u32 rep_retrans;
+	__u32 _pad2;
+};
+
+/* UDP: one socket (by cookie) and one remote endpoint */
+struct udp_key {
+	__u64 cookie;
+	__u8 raddr[16];
+	__u16 rport;
+	__u16 family;
+	__u32 _pad;
+};
+
+struct udp_flow {
+	struct sock_info si; /* owner, ids; its rep_* fields are unused */
+	__u8 laddr[16];
+	__u16 lport;
+	__u16 _pad;
+	__u32 idle_sweeps;
+	__u64 bytes_sent; /* added to atomically: any CPU may send or receive */
+	__u64 bytes_received;
+	__u64 dgrams_sent;
+	__u64 dgrams_received;
+	/* what sweeps reported; only the sweep (one at a time) writes these */
+	__u64 rep_bytes_sent;
+	__u64 rep_bytes_received;
+	__u64 rep_dgrams_sent;
+	__u64 rep_dgrams_received;
+};
+
+/* the remote endpoint of the datagram a thread is sending or receiving */
+struct udp_peer {
+	__u64 cookie; /* 0: used */
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;
+	__u8 outbound;
+	__u8 _pad[3];
+};
+
+/* the start-up snapshot: the first process found holding a socket */
+struct snap_owner {
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 _pad;
+	char comm[CONVIS_COMM_LEN];
+};
+
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
 };
 
 struct {
@@ -70,6 +157,36 @@ struct {
 } socks SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* resized by userspace */
+	__type(key, struct udp_key);
+	__type(value, struct udp_flow);
+} udp_flows SEC(".maps");
+
+/* by pid_tgid: a thread sends or receives one message at a time */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct udp_peer);
+} udp_peers SEC(".maps");
+
+/* filled and emptied by the start-up snapshot only */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144); /* resized by userspace */
+	__type(key, __u64);
+	__type(value, struct snap_owner);
+} snap_owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct listen_key);
+	__type(value, __u8);
+} snap_listens SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CONVIS_STAT_MAX);
 	__type(key, __u32);
@@ -77,6 +194,7 @@ struct {
 } stats SEC(".maps");
 
 __u64 next_conn_id = 1;
+__u64 sweep_seq = 0;
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -200,11 +318,13 @@ static __always_inline struct convis_conn_event *reserve_conn(__u16 type, __u64 
 	return ev;
 }
 
-static __always_inline void track(struct sock *sk, __u8 direction, int with_owner, __u64 now,
-				  __u32 netns, __u64 cgroup_id)
+/* Starts tracking a socket; 0 when it was already tracked or the map is full. */
+static __always_inline struct sock_info *track(struct sock *sk, __u8 direction, int with_owner, __u64 now,
+					       __u32 netns, __u64 cgroup_id, __u64 flags)
 {
 	__u64 key = (__u64)sk;
 	struct sock_info si = {};
+	long err;
 
 	si.netns = netns;
 	si.cgroup_id = cgroup_id;
@@ -214,15 +334,84 @@ static __always_inline void track(struct sock *sk, __u8 direction, int with_owne
 	si.flags = CONVIS_F_START_SEEN;
 	if (with_owner)
 		fill_owner(&si);
-	if (bpf_map_update_elem(&socks, &key, &si, BPF_ANY))
-		stat_inc(CONVIS_STAT_SOCKS_FULL);
+	err = bpf_map_update_elem(&socks, &key, &si, flags);
+	if (err) {
+		if (err != -EEXIST)
+			stat_inc(CONVIS_STAT_SOCKS_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&socks, &key);
 }
 
-static __always_inline void emit_close(struct tcp_sock *tp, const struct sock_info *si,
+struct tcp_counts {
+	__u64 sent;     /* payload bytes, retransmissions excluded */
+	__u64 received; /* payload bytes, FIN excluded */
+	__u32 srtt_us;
+	__u32 retrans;
+};
+
+/* The counters of a socket the verifier knows as a BTF pointer: plain loads. */
+static __always_inline void counts_tp(struct tcp_sock *tp, struct tcp_counts *c)
+{
+	__u64 sent = tp->bytes_sent, retrans_bytes = tp->bytes_retrans, received = tp->bytes_received;
+
+	/* bytes_sent counts every transmitted payload byte, retransmissions
+	 * included; bytes_retrans is the retransmitted share. */
+	c->sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
+	/* bytes_received counts the peer's FIN as one byte; tcp_fin() sets
+	 * SOCK_DONE, so subtract it when the FIN arrived. */
+	if ((tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags &
+	     (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
+		received -= 1;
+	c->received = received;
+	c->srtt_us = tp->srtt_us >> 3;
+	c->retrans = tp->total_retrans;
+}
+
+/* The same through probe reads, for a socket known only by its address. */
+static __always_inline void counts_probe(struct tcp_sock *tp, struct tcp_counts *c)
+{
+	__u64 sent = BPF_CORE_READ(tp, bytes_sent), retrans_bytes = BPF_CORE_READ(tp, bytes_retrans);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	unsigned long skflags = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_flags);
+
+	c->sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
+	if ((skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
+		received -= 1;
+	c->received = received;
+	c->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	c->retrans = BPF_CORE_READ(tp, total_retrans);
+}
+
+static __always_inline void put_counts(struct convis_conn_event *ev, const struct tcp_counts *c)
+{
+	ev->bytes_sent = c->sent;
+	ev->bytes_received = c->received;
+	ev->srtt_us = c->srtt_us;
+	ev->retransmits = c->retrans;
+}
+
+/* What a final report adds: the rest since the previous report, taken with
+ * an exchange so that a sweep racing with the close cannot count it too. */
+static __always_inline __u64 take_rest64(__u64 *rep, __u64 now_val)
+{
+	__u64 old = __sync_lock_test_and_set(rep, now_val);
+
+	return now_val > old ? now_val - old : 0;
+}
+
+static __always_inline __u32 take_rest32(__u32 *rep, __u32 now_val)
+{
+	__u32 old = __sync_lock_test_and_set(rep, now_val);
+
+	return now_val > old ? now_val - old : 0;
+}
+
+static __always_inline void emit_close(struct tcp_sock *tp, struct sock_info *si,
 				       int oldstate, __u64 now)
 {
 	struct convis_conn_event *ev;
-	__u64 sent, retrans_bytes, received;
+	struct tcp_counts c;
 
 	ev = reserve_conn(CONVIS_EV_TCP_CLOSE, now);
 	if (!ev)
@@ -231,20 +420,26 @@ static __always_inline void emit_close(struct tcp_sock *tp, const struct sock_in
 	read_tuple_tp(tp, ev);
 	ev->old_state = oldstate;
 	ev->duration_ns = now - si->start_ns;
-	/* bytes_sent counts every transmitted payload byte, retransmissions
-	 * included; bytes_retrans is the retransmitted share. */
-	sent = tp->bytes_sent;
-	retrans_bytes = tp->bytes_retrans;
-	ev->bytes_sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
-	/* bytes_received counts the peer's FIN as one byte; tcp_fin() sets
-	 * SOCK_DONE, so subtract it when the FIN arrived. */
-	received = tp->bytes_received;
-	if ((tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags &
-	     (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
-		received -= 1;
-	ev->bytes_received = received;
-	ev->srtt_us = tp->srtt_us >> 3;
-	ev->retransmits = tp->total_retrans;
+	counts_tp(tp, &c);
+	put_counts(ev, &c);
+	ev->delta_sent = take_rest64(&si->rep_sent, c.sent);
+	ev->delta_received = take_rest64(&si->rep_received, c.received);
+	ev->delta_retransmits = take_rest32(&si->rep_retrans, c.retrans);
+	bpf_ringbuf_submit(ev, rb_flags());
+}
+
+/* connect, accept, listen, unlisten: the socket's owner and 4-tuple, no counters */
+static __always_inline void emit_simple(__u16 type, struct tcp_sock *tp, const struct sock_info *si,
+					int oldstate, __u64 now)
+{
+	struct convis_conn_event *ev = reserve_conn(type, now);
+
+	if (!ev)
+		return;
+	copy_owner(ev, si);
+	read_tuple_tp(tp, ev);
+	ev->old_state = oldstate;
+	ev->duration_ns = now - si->start_ns;
 	bpf_ringbuf_submit(ev, rb_flags());
 }
 
@@ -274,6 +469,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 		if (oldstate != TCP_SYN_SENT)
 			return 0;
 		break;
+	case TCP_LISTEN:
+		if (oldstate != TCP_CLOSE)
+			return 0;
+		break;
 	case TCP_CLOSE:
 		break;
 	default:
@@ -292,34 +491,40 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 	case TCP_SYN_SENT:
 		/* CLOSE->SYN_SENT runs inside connect(): the current task is the
 		 * connecting process */
-		track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
+		track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
 		return 0;
 	case TCP_SYN_RECV:
 		/* LISTEN->SYN_RECV: a child socket cloned from a listener; the
 		 * owner is named at accept */
-		track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk));
+		track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
+		return 0;
+	case TCP_LISTEN:
+		/* CLOSE->LISTEN runs inside listen() */
+		now = bpf_ktime_get_ns();
+		si = track(sk, CONVIS_DIR_LISTEN, 1, now, sk_netns(sk), sk_cgroup(sk), BPF_ANY);
+		if (si)
+			emit_simple(CONVIS_EV_TCP_LISTEN, tp, si, oldstate, now);
 		return 0;
 	case TCP_ESTABLISHED:
 		/* SYN_SENT->ESTABLISHED: the connect completed */
 		si = bpf_map_lookup_elem(&socks, &key);
 		if (!si)
 			return 0;
-		now = bpf_ktime_get_ns();
-		ev = reserve_conn(CONVIS_EV_TCP_CONNECT, now);
-		if (!ev)
-			return 0;
-		copy_owner(ev, si);
-		read_tuple_tp(tp, ev);
-		ev->old_state = oldstate;
-		ev->duration_ns = now - si->start_ns;
-		bpf_ringbuf_submit(ev, rb_flags());
+		emit_simple(CONVIS_EV_TCP_CONNECT, tp, si, oldstate, bpf_ktime_get_ns());
 		return 0;
 	case TCP_CLOSE:
 		si = bpf_map_lookup_elem(&socks, &key);
 		if (!si)
 			return 0;
 		now = bpf_ktime_get_ns();
-		if (oldstate == TCP_SYN_SENT) {
+		if (oldstate == TCP_LISTEN) {
+			if (si->direction == CONVIS_DIR_LISTEN)
+				emit_simple(CONVIS_EV_TCP_UNLISTEN, tp, si, oldstate, now);
+		} else if (oldstate == TCP_SYN_SENT) {
+			/* no SYN ever left: connect() failed in the syscall itself
+			 * (no free port), and its exit reports the real errno */
+			if (tp->segs_out == 0)
+				goto out;
 			ev = reserve_conn(CONVIS_EV_TCP_CONNECT_FAILED, now);
 			if (ev) {
 				copy_owner(ev, si);
@@ -335,6 +540,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 			/* SYN_RECV->CLOSE is a handshake that never completed */
 			emit_close(tp, si, oldstate, now);
 		}
+out:
 		bpf_map_delete_elem(&socks, &key);
 		return 0;
 	}
@@ -388,10 +594,10 @@ static __always_inline int on_accept_exit(long ret)
 		if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
 			return 0;
 		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE) {
-			/* established before the agent started: track from now on */
-			track(sk, CONVIS_DIR_INBOUND, 1, now, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-			      BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id));
-			si = bpf_map_lookup_elem(&socks, &key);
+			/* established before the agent started and missed by the
+			 * snapshot: track from now on */
+			si = track(sk, CONVIS_DIR_INBOUND, 1, now, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+				   BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id), BPF_ANY);
 			if (si)
 				si->flags &= ~CONVIS_F_START_SEEN;
 		}
@@ -530,6 +736,518 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	ev->_pad0 = 0;
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), child->comm);
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
+
+/* ---- connects that fail before any SYN ---- */
+
+/* A user sockaddr_in/in6 into the remote half of an event; its family, or 0. */
+static __always_inline __u16 read_user_sockaddr(const void *uaddr, struct convis_conn_event *ev)
+{
+	__u16 family = 0, port = 0;
+
+	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr))
+		return 0;
+	bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+	ev->dport = bpf_ntohs(port);
+	if (family == AF_INET)
+		bpf_probe_read_user(ev->daddr, 4, uaddr + 4);
+	else if (family == AF_INET6)
+		bpf_probe_read_user(ev->daddr, 16, uaddr + 8);
+	else
+		return 0;
+	return family;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct convis_conn_event *ev;
+	struct task_struct *task;
+	struct sock_info owner = {};
+	struct pt_regs *regs;
+	struct sock *sk;
+	const void *uaddr;
+	__u16 family, proto, afam;
+	__u32 fd;
+
+	/* success, or a non-blocking connect still under way: nothing to say */
+	if (ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN || ret == -EINTR)
+		return 0;
+	/* the syscall's arguments are still in the saved user registers */
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	uaddr = (const void *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	sk = fd_to_sock(fd);
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	if (proto == IPPROTO_TCP) {
+		/* a failure after the SYN left is the state path's to report */
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE ||
+		    BPF_CORE_READ((struct tcp_sock *)sk, segs_out) != 0)
+			return 0;
+	} else if (proto != IPPROTO_UDP) {
+		return 0;
+	}
+
+	ev = reserve_conn(CONVIS_EV_TCP_CONNECT_FAILED, bpf_ktime_get_ns());
+	if (!ev)
+		return 0;
+	fill_owner(&owner);
+	owner.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
+	owner.direction = CONVIS_DIR_OUTBOUND;
+	owner.flags |= CONVIS_F_START_SEEN;
+	owner.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	owner.cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	copy_owner(ev, &owner);
+	read_tuple(sk, ev);
+	ev->proto = proto;
+	/* the destination asked for, not whatever the socket holds */
+	__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
+	ev->dport = 0;
+	afam = read_user_sockaddr(uaddr, ev);
+	if (afam)
+		ev->family = afam;
+	ev->error = -ret;
+	ev->old_state = TCP_CLOSE;
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
+
+/* ---- UDP datagrams, and io_uring owners ---- */
+
+static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct udp_key k = {};
+	struct udp_flow *f;
+	struct udp_peer *p;
+	__u32 *a = (__u32 *)k.raddr;
+	__u16 family = sk->__sk_common.skc_family;
+	long err;
+
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	k.cookie = cookie;
+	k.family = family;
+	/* the remote: what the cgroup hook saw for this very message (an
+	 * unconnected socket), else the connected socket's peer */
+	p = bpf_map_lookup_elem(&udp_peers, &pid_tgid);
+	if (p && p->cookie == cookie && p->outbound == outbound) {
+		__builtin_memcpy(k.raddr, p->addr, sizeof(k.raddr));
+		k.rport = p->port;
+		k.family = p->family;
+		p->cookie = 0;
+	} else if (sk->__sk_common.skc_dport) {
+		k.rport = bpf_ntohs(sk->__sk_common.skc_dport);
+		if (family == AF_INET) {
+			a[0] = sk->__sk_common.skc_daddr;
+		} else {
+			a[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+			a[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+			a[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+			a[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+		}
+	}
+	/* else: received without asking for the sender's address: counted
+	 * against an unspecified remote */
+
+	f = bpf_map_lookup_elem(&udp_flows, &k);
+	if (!f) {
+		struct udp_flow nf = {};
+		__u32 *l = (__u32 *)nf.laddr;
+
+		nf.si.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
+		nf.si.start_ns = bpf_ktime_get_ns();
+		nf.si.direction = outbound ? CONVIS_DIR_OUTBOUND : CONVIS_DIR_INBOUND;
+		nf.si.netns = sk_netns(sk);
+		nf.si.cgroup_id = sk_cgroup(sk);
+		fill_owner(&nf.si);
+		nf.lport = sk->__sk_common.skc_num;
+		if (family == AF_INET) {
+			l[0] = sk->__sk_common.skc_rcv_saddr;
+		} else {
+			l[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+			l[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+			l[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+			l[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		}
+		err = bpf_map_update_elem(&udp_flows, &k, &nf, BPF_NOEXIST);
+		if (err && err != -EEXIST) {
+			stat_inc(CONVIS_STAT_UDP_FULL);
+			return;
+		}
+		f = bpf_map_lookup_elem(&udp_flows, &k);
+		if (!f)
+			return;
+	}
+	if (outbound) {
+		__sync_fetch_and_add(&f->bytes_sent, len);
+		__sync_fetch_and_add(&f->dgrams_sent, 1);
+	} else {
+		__sync_fetch_and_add(&f->bytes_received, len);
+		__sync_fetch_and_add(&f->dgrams_received, 1);
+	}
+}
+
+/*
+ * A TCP socket moving data in a task that uses io_uring: if it was accepted
+ * there (no accept syscall to see), name its owner now and report the accept.
+ * Tasks without io_uring leave before any map lookup.
+ */
+static __always_inline void uring_owner(struct sock *sk)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tcp_sock *tp;
+	struct sock_info *si;
+	__u64 key = (__u64)sk;
+
+	if (!(task->flags & PF_IO_WORKER) &&
+	    !(bpf_core_field_exists(task->io_uring) && task->io_uring))
+		return;
+	si = bpf_map_lookup_elem(&socks, &key);
+	if (!si || (si->flags & CONVIS_F_OWNER_KNOWN) || si->direction != CONVIS_DIR_INBOUND)
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	fill_owner(si);
+	emit_simple(CONVIS_EV_TCP_ACCEPT, tp, si, sk->__sk_common.skc_state, bpf_ktime_get_ns());
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	__u16 proto;
+
+	if (!sk || ret < 0)
+		return 0;
+	proto = sk->sk_protocol;
+	if (proto == IPPROTO_UDP)
+		udp_account(sk, ret, 1);
+	else if (proto == IPPROTO_TCP && ret > 0)
+		uring_owner(sk);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	__u16 proto;
+
+	/* a peek is read again later */
+	if (!sk || ret < 0 || (flags & MSG_PEEK))
+		return 0;
+	proto = sk->sk_protocol;
+	if (proto == IPPROTO_UDP)
+		udp_account(sk, ret, 0);
+	else if (proto == IPPROTO_TCP && ret > 0)
+		uring_owner(sk);
+	return 0;
+}
+
+/* The address of one unconnected send or receive, for udp_account(). */
+static __always_inline void note_peer(struct bpf_sock_addr *ctx, __u16 family, __u8 outbound)
+{
+	struct udp_peer p = {};
+	__u64 key = bpf_get_current_pid_tgid();
+	__u32 *a = (__u32 *)p.addr;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return;
+	p.cookie = bpf_get_socket_cookie(ctx);
+	p.family = family;
+	p.outbound = outbound;
+	p.port = bpf_ntohs((__u16)ctx->user_port);
+	if (family == AF_INET) {
+		a[0] = ctx->user_ip4;
+	} else {
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+	}
+	bpf_map_update_elem(&udp_peers, &key, &p, BPF_ANY);
+}
+
+/* these only look: returning 1 lets every message through unchanged */
+SEC("cgroup/sendmsg4")
+int udp_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	note_peer(ctx, AF_INET, 1);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int udp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	note_peer(ctx, AF_INET6, 1);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int udp_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	note_peer(ctx, AF_INET, 0);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int udp_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	note_peer(ctx, AF_INET6, 0);
+	return 1;
+}
+
+/* ---- sweeps: live counts of open connections and UDP flows ---- */
+
+static __always_inline void read_tuple_udp(const struct udp_key *k, const struct udp_flow *f,
+					   struct convis_conn_event *ev)
+{
+	ev->family = k->family;
+	ev->proto = IPPROTO_UDP;
+	__builtin_memcpy(ev->saddr, f->laddr, sizeof(ev->saddr));
+	__builtin_memcpy(ev->daddr, k->raddr, sizeof(ev->daddr));
+	ev->sport = f->lport;
+	ev->dport = k->rport;
+}
+
+/* bpf_for_each_map_elem() callback over socks: one update per socket that moved bytes */
+static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, void *unused)
+{
+	struct convis_conn_event *ev;
+	struct tcp_counts c;
+	struct tcp_sock *tp;
+	__u64 old_s, old_r, ds = 0, dr = 0;
+	__u32 old_t, dt = 0;
+
+	if (si->direction == CONVIS_DIR_LISTEN)
+		return 0;
+	tp = (struct tcp_sock *)*keyp;
+	counts_probe(tp, &c);
+	old_s = si->rep_sent;
+	old_r = si->rep_received;
+	old_t = si->rep_retrans;
+	if (c.sent <= old_s && c.received <= old_r)
+		return 0;
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		/* nothing marked as reported: the next sweep carries it */
+		stat_inc(CONVIS_STAT_RB_DROP_UPDATE);
+		return 0;
+	}
+	/* a close on another CPU takes what it finds: each counter is this
+	 * report's only if its mark was still where it was read */
+	if (c.sent > old_s && __sync_val_compare_and_swap(&si->rep_sent, old_s, c.sent) == old_s)
+		ds = c.sent - old_s;
+	if (c.received > old_r && __sync_val_compare_and_swap(&si->rep_received, old_r, c.received) == old_r)
+		dr = c.received - old_r;
+	if (c.retrans > old_t && __sync_val_compare_and_swap(&si->rep_retrans, old_t, c.retrans) == old_t)
+		dt = c.retrans - old_t;
+	if (!ds && !dr) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->hdr.type = CONVIS_EV_TCP_UPDATE;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	copy_owner(ev, si);
+	read_tuple((struct sock *)tp, ev);
+	ev->old_state = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_state);
+	ev->duration_ns = ev->hdr.ts_ns - si->start_ns;
+	put_counts(ev, &c);
+	ev->delta_sent = ds;
+	ev->delta_received = dr;
+	ev->delta_retransmits = dt;
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/* bpf_for_each_map_elem() callback over udp_flows: one update per flow that moved datagrams */
+static long sweep_udp(struct bpf_map *map, struct udp_key *k, struct udp_flow *f, void *unused)
+{
+	struct convis_conn_event *ev;
+	__u64 bs, br, ps, pr;
+
+	bs = f->bytes_sent;
+	br = f->bytes_received;
+	ps = f->dgrams_sent;
+	pr = f->dgrams_received;
+	if (ps == f->rep_dgrams_sent && pr == f->rep_dgrams_received) {
+		/* everything reported already: forget it after a while */
+		if (++f->idle_sweeps >= UDP_IDLE_SWEEPS)
+			bpf_map_delete_elem(map, k);
+		return 0;
+	}
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_UPDATE);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->hdr.type = CONVIS_EV_UDP_UPDATE;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	copy_owner(ev, &f->si);
+	read_tuple_udp(k, f, ev);
+	ev->duration_ns = ev->hdr.ts_ns - f->si.start_ns;
+	ev->bytes_sent = ev->delta_sent = bs - f->rep_bytes_sent;
+	ev->bytes_received = ev->delta_received = br - f->rep_bytes_received;
+	ev->packets_sent = ps - f->rep_dgrams_sent;
+	ev->packets_received = pr - f->rep_dgrams_received;
+	f->rep_bytes_sent = bs;
+	f->rep_bytes_received = br;
+	f->rep_dgrams_sent = ps;
+	f->rep_dgrams_received = pr;
+	f->idle_sweeps = 0;
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/*
+ * One sweep, run by userspace with BPF_PROG_TEST_RUN (this kernel refuses
+ * iter/bpf_map_elem). A test run holds rcu_read_lock: the sockets the
+ * sweep reads through their addresses are not freed under it.
+ */
+SEC("raw_tp")
+int sweep(void *ctx)
+{
+	struct convis_sweep_event *end;
+
+	bpf_for_each_map_elem(&socks, sweep_tcp, NULL, 0);
+	bpf_for_each_map_elem(&udp_flows, sweep_udp, NULL, 0);
+	/* every update of this sweep is in the ring buffer before this */
+	end = bpf_ringbuf_reserve(&rb, sizeof(*end), 0);
+	if (!end) {
+		stat_inc(CONVIS_STAT_RB_DROP_UPDATE);
+		return 0;
+	}
+	end->hdr.type = CONVIS_EV_SWEEP_END;
+	end->hdr.size = sizeof(*end);
+	end->hdr.pid = 0;
+	end->hdr.ts_ns = bpf_ktime_get_ns();
+	end->seq = __sync_fetch_and_add(&sweep_seq, 1) + 1;
+	bpf_ringbuf_submit(end, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/* ---- start-up snapshot ---- */
+
+SEC("iter/task_file")
+int snap_files(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct snap_owner o = {};
+	struct socket *sock;
+	struct sock *sk;
+	__u64 key;
+	__u16 family;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if ((family != AF_INET && family != AF_INET6) || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	key = (__u64)sk;
+	o.pid = task->tgid;
+	o.ppid = task->real_parent->tgid;
+	o.uid = task->cred->uid.val;
+	bpf_probe_read_kernel_str(o.comm, sizeof(o.comm), task->comm);
+	/* a socket shared by several processes: the first found (lowest pid) */
+	bpf_map_update_elem(&snap_owners, &key, &o, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("iter/tcp")
+int snap_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct convis_conn_event *ev;
+	struct listen_key lk = {};
+	struct snap_owner *o;
+	struct sock_info *si;
+	struct tcp_counts c;
+	struct tcp_sock *tp;
+	struct sock *sk;
+	__u64 key, now;
+	__u16 family;
+	__u8 one = 1, dir, state;
+
+	if (!skc)
+		return 0;
+	/* NULL for time-wait and request sockets: only full sockets matter */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = (struct sock *)tp;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_CLOSE)
+		return 0;
+	key = (__u64)sk;
+	now = bpf_ktime_get_ns();
+	lk.netns = sk_netns(sk);
+	lk.port = sk->__sk_common.skc_num;
+	/* listeners come first in this iterator: a connection on a port that
+	 * has a listener is an accepted one */
+	if (state == TCP_LISTEN) {
+		bpf_map_update_elem(&snap_listens, &lk, &one, BPF_ANY);
+		dir = CONVIS_DIR_LISTEN;
+	} else {
+		dir = bpf_map_lookup_elem(&snap_listens, &lk) ? CONVIS_DIR_INBOUND : CONVIS_DIR_OUTBOUND;
+	}
+	si = track(sk, dir, 0, now, lk.netns, sk_cgroup(sk), BPF_NOEXIST);
+	/* already tracked: seen live since the programs were attached */
+	if (!si)
+		return 0;
+	si->flags = CONVIS_F_EXISTING;
+	o = bpf_map_lookup_elem(&snap_owners, &key);
+	if (o) {
+		si->pid = o->pid;
+		si->tid = o->pid;
+		si->ppid = o->ppid;
+		si->uid = o->uid;
+		__builtin_memcpy(si->comm, o->comm, sizeof(si->comm));
+		si->flags |= CONVIS_F_OWNER_KNOWN;
+	} else {
+		si->uid = ctx->uid;
+	}
+	counts_tp(tp, &c);
+	/* bytes moved before the agent started were counted by no one here:
+	 * reports start from what the socket holds now */
+	si->rep_sent = c.sent;
+	si->rep_received = c.received;
+	si->rep_retrans = c.retrans;
+	/* a connect still under way is reported when it completes */
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV)
+		return 0;
+	ev = reserve_conn(dir == CONVIS_DIR_LISTEN ? CONVIS_EV_TCP_LISTEN :
+			  dir == CONVIS_DIR_INBOUND ? CONVIS_EV_TCP_ACCEPT : CONVIS_EV_TCP_CONNECT, now);
+	if (!ev)
+		return 0;
+	copy_owner(ev, si);
+	read_tuple_tp(tp, ev);
+	ev->old_state = state;
+	if (dir != CONVIS_DIR_LISTEN)
+		put_counts(ev, &c);
 	bpf_ringbuf_submit(ev, rb_flags());
 	return 0;
 }

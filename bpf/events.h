@@ -22,20 +22,28 @@ enum convis_event_type {
 	CONVIS_EV_TCP_CONNECT = 16,
 	CONVIS_EV_TCP_ACCEPT = 17,
 	CONVIS_EV_TCP_CLOSE = 18,
+	/* a connect that failed: TCP after its SYN (state path) or any
+	 * protocol in the connect() syscall itself (no route, EPERM, ...);
+	 * the record's proto says which */
 	CONVIS_EV_TCP_CONNECT_FAILED = 19,
-	/* reserved for what comes next: 20+ TCP (live byte counts, listen),
-	 * 32+ UDP flows, 48+ start-up snapshot records. */
+	CONVIS_EV_TCP_UPDATE = 20,   /* an open connection moved bytes (sweep) */
+	CONVIS_EV_TCP_LISTEN = 21,   /* a socket started listening */
+	CONVIS_EV_TCP_UNLISTEN = 22, /* a listener closed */
+	CONVIS_EV_UDP_UPDATE = 32,   /* a socket and remote endpoint moved datagrams (sweep) */
+	CONVIS_EV_SWEEP_END = 48,    /* every update of one sweep is before this record */
 };
 
 enum convis_direction {
 	CONVIS_DIR_UNKNOWN = 0,
 	CONVIS_DIR_OUTBOUND = 1,
 	CONVIS_DIR_INBOUND = 2,
+	CONVIS_DIR_LISTEN = 3, /* a listening socket (kernel side only) */
 };
 
 /* struct convis_conn_event.flags */
 #define CONVIS_F_OWNER_KNOWN (1 << 0) /* pid/comm/uid name the owning process */
 #define CONVIS_F_START_SEEN (1 << 1)  /* duration counts from the first SYN */
+#define CONVIS_F_EXISTING (1 << 2)    /* found by the start-up snapshot: older than the agent */
 
 /*
  * Per-CPU drop and health counters (map "stats"); userspace sums them.
@@ -45,6 +53,8 @@ enum convis_stat {
 	CONVIS_STAT_RB_DROP_CONN = 0, /* ring buffer full: connection event lost */
 	CONVIS_STAT_RB_DROP_PROC = 1, /* ring buffer full: process event lost */
 	CONVIS_STAT_SOCKS_FULL = 2,   /* socket map full: connection not tracked */
+	CONVIS_STAT_UDP_FULL = 3,     /* UDP flow map full: datagrams not counted */
+	CONVIS_STAT_RB_DROP_UPDATE = 4, /* ring buffer full: an update waits for the next sweep */
 	CONVIS_STAT_MAX = 8,
 };
 
@@ -82,7 +92,14 @@ struct convis_exec_event {
 };
 _Static_assert(sizeof(struct convis_exec_event) == 824, "convis_exec_event size");
 
-/* connect, accept, close, connect_failed */
+/*
+ * connect, accept, close, connect_failed, listen, unlisten, and the sweep's
+ * updates. Byte fields:
+ *  - TCP: bytes_sent/bytes_received are the socket's lifetime totals at the
+ *    event; delta_* what moved since the connection's previous report (what
+ *    counters add: on an update and a close; 0 on existing connections).
+ *  - UDP update: bytes_* and delta_* are both since the previous report.
+ */
 struct convis_conn_event {
 	struct convis_header hdr;
 	__u32 tid;
@@ -91,7 +108,7 @@ struct convis_conn_event {
 	__u64 cgroup_id; /* the socket's cgroup v2 id (right even in softirq) */
 	__u32 netns;     /* network namespace inode */
 	__u16 family;    /* AF_INET or AF_INET6 */
-	__u8 proto;      /* IPPROTO_TCP */
+	__u8 proto;      /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 direction;  /* enum convis_direction */
 	__u8 saddr[16];  /* local address; IPv4 in the first 4 bytes */
 	__u8 daddr[16];  /* remote address */
@@ -108,7 +125,20 @@ struct convis_conn_event {
 	__u8 old_state;  /* TCP state before the transition that made the event */
 	__u8 flags;      /* CONVIS_F_* */
 	__u16 _pad0;
+	__u64 delta_sent;       /* payload bytes since the previous report */
+	__u64 delta_received;
+	__u32 packets_sent;     /* UDP: datagrams since the previous report */
+	__u32 packets_received;
+	__u32 delta_retransmits; /* TCP: retransmitted segments since the previous report */
+	__u32 _pad1;
 };
-_Static_assert(sizeof(struct convis_conn_event) == 144, "convis_conn_event size");
+_Static_assert(sizeof(struct convis_conn_event) == 176, "convis_conn_event size");
+
+/* end of a sweep: the update records before it cover the interval */
+struct convis_sweep_event {
+	struct convis_header hdr;
+	__u64 seq; /* sweeps since the agent started */
+};
+_Static_assert(sizeof(struct convis_sweep_event) == 24, "convis_sweep_event size");
 
 #endif /* CONVIS_EVENTS_H */

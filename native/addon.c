@@ -5,12 +5,23 @@
  * objects per event: a poll thread copies raw ring-buffer records into
  * batches ([u32 size][u32 0][record][pad to 8]...) and hands each batch to JS with
  * one thread-safe-function call. Decoding lives in src/bpf/decode.ts.
+ *
+ * The same thread runs the sweeps (a program run with BPF_PROG_TEST_RUN
+ * that walks the socket and UDP maps and writes update records into the
+ * ring buffer) every sweep interval and once more
+ * when asked to stop, so no count is left behind. snapshot() runs the
+ * start-up iterators on a throwaway thread that enters each network
+ * namespace in turn (iter/tcp sees the namespace it was created in).
  */
+#define _GNU_SOURCE /* setns */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,6 +64,11 @@ struct tracer {
 	struct batch *cur;
 	char **attached;
 	size_t nattached;
+	/* iterators: sweeps every sweep_ms (0: never), snapshot at start */
+	struct bpf_link *snap_files, *snap_tcp;
+	uint32_t sweep_ms;
+	atomic_bool sweep_now;
+	uint64_t sweeps, sweep_errors;
 };
 
 /* ---- errors ---- */
@@ -179,16 +195,61 @@ static int on_record(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+/* Runs one iterator to its end; its program's output goes to the ring buffer. */
+static int run_iter(struct bpf_link *link)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd;
+
+	if (!link)
+		return -ENOENT;
+	fd = bpf_iter_create(bpf_link__fd(link));
+	if (fd < 0)
+		return -errno;
+	do {
+		n = read(fd, buf, sizeof(buf));
+	} while (n > 0 || (n < 0 && errno == EINTR));
+	close(fd);
+	return n < 0 ? -errno : 0;
+}
+
+static void sweep(struct tracer *t)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+
+	if (bpf_prog_test_run_opts(bpf_program__fd(t->skel->progs.sweep), &opts))
+		t->sweep_errors++;
+	t->sweeps++;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void *poll_thread(void *arg)
 {
 	struct tracer *t = arg;
+	uint64_t next_sweep = t->sweep_ms ? now_ms() + t->sweep_ms : UINT64_MAX;
 
 	while (!atomic_load(&t->stop)) {
 		ring_buffer__poll(t->rb, POLL_MS);
+		if (atomic_exchange(&t->sweep_now, false) || now_ms() >= next_sweep) {
+			sweep(t);
+			if (t->sweep_ms)
+				next_sweep = now_ms() + t->sweep_ms;
+		}
 		/* records submitted with BPF_RB_NO_WAKEUP are only seen by consume */
 		ring_buffer__consume(t->rb);
 		flush_batch(t);
 	}
+	/* what moved since the last sweep, so that totals are whole at exit */
+	if (t->sweep_ms)
+		sweep(t);
 	ring_buffer__consume(t->rb);
 	flush_batch(t);
 	/* NULL tells JS the stream has ended */
@@ -234,6 +295,9 @@ static void tracer_destroy(struct tracer *t)
 	}
 	batch_free(t->cur);
 	t->cur = NULL;
+	bpf_link__destroy(t->snap_files);
+	bpf_link__destroy(t->snap_tcp);
+	t->snap_files = t->snap_tcp = NULL;
 	for (i = 0; i < t->nlinks; i++)
 		bpf_link__destroy(t->links[i]);
 	free(t->links);
@@ -328,16 +392,25 @@ static bool get_str_prop(napi_env env, napi_value obj, const char *name, char *o
 	return napi_get_value_string_utf8(env, v, out, cap, &len) == napi_ok && len > 0;
 }
 
+static bool has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 /*
- * open({ ringBytes, maxSockets, wakeupBytes, btfPath }) -> handle
- * Loads the embedded object and attaches every program. Throws with .code.
+ * open({ ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath, cgroupPath }) -> handle
+ * Loads the embedded object and attaches every program: tracepoints as
+ * they are, cgroup hooks to cgroupPath (the cgroup v2 root; left out when
+ * there is none), iterators for the snapshot; the sweep program is only
+ * run on demand. Throws with .code.
  */
 static napi_value js_open(napi_env env, napi_callback_info info)
 {
 	size_t argc = 1;
 	napi_value argv[1], handle;
-	uint32_t ring_bytes = 16u << 20, max_socks = 262144, wakeup = 256u << 10;
-	char btf_path[4096] = "";
+	uint32_t ring_bytes = 16u << 20, max_socks = 262144, wakeup = 256u << 10, max_udp = 65536, sweep_ms = 0;
+	char btf_path[4096] = "", cgroup_path[4096] = "";
+	int cgroup_fd = -1;
 	struct tracer *t;
 	struct bpf_program *prog;
 	int err;
@@ -348,6 +421,9 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		get_u32_prop(env, argv[0], "maxSockets", &max_socks);
 		get_u32_prop(env, argv[0], "wakeupBytes", &wakeup);
 		get_str_prop(env, argv[0], "btfPath", btf_path, sizeof(btf_path));
+		get_u32_prop(env, argv[0], "maxUdpFlows", &max_udp);
+		get_u32_prop(env, argv[0], "sweepMs", &sweep_ms);
+		get_str_prop(env, argv[0], "cgroupPath", cgroup_path, sizeof(cgroup_path));
 	}
 
 	log_len = 0;
@@ -360,6 +436,7 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	t->stats_fd = -1;
+	t->sweep_ms = sweep_ms;
 	LIBBPF_OPTS(bpf_object_open_opts, oopts, .btf_custom_path = btf_path[0] ? btf_path : NULL);
 	t->skel = convis_bpf__open_opts(&oopts);
 	if (!t->skel) {
@@ -370,6 +447,8 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 	}
 	bpf_map__set_max_entries(t->skel->maps.rb, ring_bytes);
 	bpf_map__set_max_entries(t->skel->maps.socks, max_socks);
+	bpf_map__set_max_entries(t->skel->maps.snap_owners, max_socks);
+	bpf_map__set_max_entries(t->skel->maps.udp_flows, max_udp);
 	t->skel->rodata->wakeup_bytes = wakeup;
 
 	err = convis_bpf__load(t->skel);
@@ -380,14 +459,40 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 
+	if (cgroup_path[0]) {
+		cgroup_fd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (cgroup_fd < 0) {
+			char what[4200];
+			err = errno;
+			snprintf(what, sizeof(what), "open cgroup %s", cgroup_path);
+			tracer_destroy(t);
+			free(t);
+			throw_err(env, err, what);
+			return NULL;
+		}
+	}
 	bpf_object__for_each_program(prog, t->skel->obj) {
-		struct bpf_link *link = bpf_program__attach(prog);
+		const char *sec = bpf_program__section_name(prog);
+		struct bpf_link *link;
 		struct bpf_link **nl;
 
+		/* iterators are attached below; the sweep is run, not attached */
+		if (has_prefix(sec, "iter/") || strcmp(sec, "raw_tp") == 0)
+			continue;
+		if (has_prefix(sec, "cgroup/")) {
+			/* no cgroup v2 tree: unconnected UDP peers stay unknown */
+			if (cgroup_fd < 0)
+				continue;
+			link = bpf_program__attach_cgroup(prog, cgroup_fd);
+		} else {
+			link = bpf_program__attach(prog);
+		}
 		err = libbpf_get_error(link);
 		if (err) {
 			char what[256];
-			snprintf(what, sizeof(what), "attach %s", bpf_program__section_name(prog));
+			snprintf(what, sizeof(what), "attach %s", sec);
+			if (cgroup_fd >= 0)
+				close(cgroup_fd);
 			tracer_destroy(t);
 			free(t);
 			throw_err(env, err, what);
@@ -396,6 +501,8 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		nl = realloc(t->links, (t->nlinks + 1) * sizeof(*nl));
 		if (!nl) {
 			bpf_link__destroy(link);
+			if (cgroup_fd >= 0)
+				close(cgroup_fd);
 			tracer_destroy(t);
 			free(t);
 			throw_err(env, ENOMEM, "attach");
@@ -403,7 +510,32 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		}
 		t->links = nl;
 		t->links[t->nlinks++] = link;
-		record_attached(t, bpf_program__section_name(prog));
+		record_attached(t, sec);
+	}
+	if (cgroup_fd >= 0)
+		close(cgroup_fd);
+
+	{
+		struct { struct bpf_link **link; struct bpf_program *prog; const char *name; } iters[] = {
+			{ &t->snap_files, t->skel->progs.snap_files, "iter/task_file" },
+			{ &t->snap_tcp, t->skel->progs.snap_tcp, "iter/tcp" },
+		};
+		size_t k;
+
+		for (k = 0; k < sizeof(iters) / sizeof(iters[0]); k++) {
+			struct bpf_link *link = bpf_program__attach_iter(iters[k].prog, NULL);
+			err = libbpf_get_error(link);
+			if (err) {
+				char what[256];
+				snprintf(what, sizeof(what), "attach %s", iters[k].name);
+				tracer_destroy(t);
+				free(t);
+				throw_err(env, err, what);
+				return NULL;
+			}
+			*iters[k].link = link;
+			record_attached(t, iters[k].name);
+		}
 	}
 
 	t->stats_fd = bpf_map__fd(t->skel->maps.stats);
@@ -482,6 +614,173 @@ static napi_value js_request_stop(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* requestSweep(handle): the poll thread sweeps at its next turn */
+static napi_value js_request_sweep(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	struct tracer *t;
+
+	t = tracer_arg(env, info, argv, 1);
+	if (!t)
+		return NULL;
+	atomic_store(&t->sweep_now, true);
+	return NULL;
+}
+
+struct snapshot_job {
+	struct tracer *t;
+	char **paths;
+	uint32_t npaths;
+	uint32_t done;    /* namespaces walked */
+	uint32_t failed;  /* namespaces that could not be entered or walked */
+	int first_err;
+	char first_path[256];
+};
+
+static void snapshot_fail(struct snapshot_job *job, const char *path, int err)
+{
+	if (job->failed++ == 0) {
+		job->first_err = err;
+		snprintf(job->first_path, sizeof(job->first_path), "%s", path);
+	}
+}
+
+static void clear_map(struct bpf_map *map)
+{
+	int fd = bpf_map__fd(map);
+	size_t ksz = bpf_map__key_size(map);
+	uint8_t key[64];
+
+	if (ksz > sizeof(key))
+		return;
+	/* deleting the first key each time: next-key walks break on deletion */
+	while (bpf_map_get_next_key(fd, NULL, key) == 0)
+		if (bpf_map_delete_elem(fd, key))
+			break;
+}
+
+/* A thread of its own: it enters other network namespaces and is thrown away. */
+static void *snapshot_thread(void *arg)
+{
+	struct snapshot_job *job = arg;
+	struct tracer *t = job->t;
+	ino_t seen[1024];
+	size_t nseen = 0, k;
+	struct stat st;
+	uint32_t i;
+	int err;
+
+	/* owners first: every TCP socket held by any process, in any namespace */
+	err = run_iter(t->snap_files);
+	if (err)
+		snapshot_fail(job, "iter/task_file", -err);
+	if (stat("/proc/thread-self/ns/net", &st) == 0)
+		seen[nseen++] = st.st_ino;
+	err = run_iter(t->snap_tcp);
+	if (err)
+		snapshot_fail(job, "own network namespace", -err);
+	else
+		job->done++;
+	for (i = 0; i < job->npaths; i++) {
+		int fd = open(job->paths[i], O_RDONLY | O_CLOEXEC);
+		bool dup = false;
+
+		if (fd < 0) {
+			/* the process is gone, and its namespace maybe with it */
+			if (errno != ENOENT && errno != ESRCH)
+				snapshot_fail(job, job->paths[i], errno);
+			continue;
+		}
+		if (fstat(fd, &st) == 0)
+			for (k = 0; k < nseen; k++)
+				dup = dup || seen[k] == st.st_ino;
+		if (dup) {
+			close(fd);
+			continue;
+		}
+		if (setns(fd, CLONE_NEWNET) != 0) {
+			snapshot_fail(job, job->paths[i], errno);
+			close(fd);
+			continue;
+		}
+		close(fd);
+		if (nseen < sizeof(seen) / sizeof(seen[0]))
+			seen[nseen++] = st.st_ino;
+		err = run_iter(t->snap_tcp);
+		if (err)
+			snapshot_fail(job, job->paths[i], -err);
+		else
+			job->done++;
+	}
+	clear_map(t->skel->maps.snap_owners);
+	clear_map(t->skel->maps.snap_listens);
+	return NULL;
+}
+
+/*
+ * snapshot(handle, netnsPaths: string[]) -> { namespaces, failed, error? }
+ * Reports every existing TCP listener and connection (with its owner) and
+ * starts tracking it: in the agent's own network namespace and in each one
+ * the paths name (e.g. /proc/PID/ns/net; duplicates are skipped).
+ */
+static napi_value js_snapshot(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2], res, v, item;
+	struct snapshot_job job = {0};
+	struct tracer *t;
+	pthread_t th;
+	uint32_t i, n = 0;
+	int err;
+
+	t = tracer_arg(env, info, argv, 2);
+	if (!t)
+		return NULL;
+	if (!t->snap_tcp) {
+		napi_throw_error(env, "ECLOSED", "the tracer is closed");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_get_array_length(env, argv[1], &n));
+	job.t = t;
+	job.paths = calloc(n ? n : 1, sizeof(char *));
+	if (!job.paths) {
+		throw_err(env, ENOMEM, "snapshot");
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		char path[512];
+		size_t len;
+
+		if (napi_get_element(env, argv[1], i, &item) != napi_ok ||
+		    napi_get_value_string_utf8(env, item, path, sizeof(path), &len) != napi_ok)
+			continue;
+		job.paths[job.npaths] = strdup(path);
+		if (job.paths[job.npaths])
+			job.npaths++;
+	}
+	err = pthread_create(&th, NULL, snapshot_thread, &job);
+	if (!err)
+		pthread_join(th, NULL);
+	for (i = 0; i < job.npaths; i++)
+		free(job.paths[i]);
+	free(job.paths);
+	if (err) {
+		throw_err(env, err, "start snapshot thread");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_create_object(env, &res));
+	NAPI_CALL(env, napi_create_uint32(env, job.done, &v));
+	NAPI_CALL(env, napi_set_named_property(env, res, "namespaces", v));
+	NAPI_CALL(env, napi_create_uint32(env, job.failed, &v));
+	NAPI_CALL(env, napi_set_named_property(env, res, "failed", v));
+	if (job.failed) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s: %s", job.first_path, strerror(job.first_err));
+		NAPI_CALL(env, napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &v));
+		NAPI_CALL(env, napi_set_named_property(env, res, "error", v));
+	}
+	return res;
+}
+
 /* close(handle): joins the (ended) poll thread, detaches, frees. Idempotent. */
 static napi_value js_close(napi_env env, napi_callback_info info)
 {
@@ -495,7 +794,8 @@ static napi_value js_close(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
-/* stats(handle) -> number[CONVIS_STAT_MAX], summed over CPUs */
+/* stats(handle) -> number[CONVIS_STAT_MAX + 2]: the kernel counters summed
+ * over CPUs, then sweeps run and sweeps that failed */
 static napi_value js_stats(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], arr, v;
@@ -505,7 +805,11 @@ static napi_value js_stats(napi_env env, napi_callback_info info)
 	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
-	NAPI_CALL(env, napi_create_array_with_length(env, CONVIS_STAT_MAX, &arr));
+	NAPI_CALL(env, napi_create_array_with_length(env, CONVIS_STAT_MAX + 2, &arr));
+	napi_create_double(env, (double)t->sweeps, &v);
+	napi_set_element(env, arr, CONVIS_STAT_MAX, v);
+	napi_create_double(env, (double)t->sweep_errors, &v);
+	napi_set_element(env, arr, CONVIS_STAT_MAX + 1, v);
 	if (t->stats_fd < 0 || t->ncpus <= 0)
 		return arr;
 	uint64_t *vals = calloc((size_t)t->ncpus, sizeof(uint64_t));
@@ -556,6 +860,7 @@ static napi_value make_sizes(napi_env env)
 	SIZE("taskEvent", struct convis_task_event)
 	SIZE("execEvent", struct convis_exec_event)
 	SIZE("connEvent", struct convis_conn_event)
+	SIZE("sweepEvent", struct convis_sweep_event)
 #undef SIZE
 	return o;
 }
@@ -567,6 +872,8 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "attached", NULL, js_attached, NULL, NULL, NULL, napi_default, NULL },
 		{ "start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL },
 		{ "requestStop", NULL, js_request_stop, NULL, NULL, NULL, napi_default, NULL },
+		{ "requestSweep", NULL, js_request_sweep, NULL, NULL, NULL, napi_default, NULL },
+		{ "snapshot", NULL, js_snapshot, NULL, NULL, NULL, napi_default, NULL },
 		{ "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
 		{ "clocks", NULL, js_clocks, NULL, NULL, NULL, napi_default, NULL },
 		{ "stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL },

@@ -3,7 +3,13 @@
  * person asks about (who talked to whom on which service port), with
  * monotonically increasing counters. The ephemeral client port is never part
  * of a key. A cap on the number of flows folds the excess into one overflow
- * flow per node and direction, and counts what was folded.
+ * flow per node, protocol and direction, and counts what was folded.
+ *
+ * Every byte is counted once: an update adds what moved since the
+ * connection's previous report, a close adds the rest (its delta fields,
+ * not its lifetime totals), and connections found by the start-up snapshot
+ * add nothing for what moved before the agent started (the agent that ran
+ * then counted it).
  */
 import type { ConnectionEvent } from '../metadata/event.js';
 
@@ -33,12 +39,23 @@ export interface FlowCounters {
   bytesSent: number;
   bytesReceived: number;
   retransmits: number;
+  /** UDP only */
+  datagramsSent: number;
+  datagramsReceived: number;
 }
 
 export interface Flow {
+  proto: 'tcp' | 'udp';
   labels: FlowLabels;
   counters: FlowCounters;
 }
+
+/**
+ * The port of the service side: for TCP the remote one when we connected,
+ * ours when we accepted; for UDP the remote one when this socket sent
+ * first, else ours.
+ */
+const serverPort = (e: ConnectionEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);
 
 /** The label values of an event's flow. */
 export function flowLabels(e: ConnectionEvent): FlowLabels {
@@ -51,9 +68,8 @@ export function flowLabels(e: ConnectionEvent): FlowLabels {
     container_image: e.container?.image ?? '',
     pod: e.pod?.name ?? '',
     namespace: e.pod?.namespace ?? '',
-    remote_ip: e.remote.ip,
-    // the service side's port: the remote one when we connected, ours when we accepted
-    server_port: String(e.direction === 'outbound' ? e.remote.port : e.local.port),
+    remote_ip: e.remote?.ip ?? '',
+    server_port: String(serverPort(e)),
     remote_pod: e.remotePod?.name ?? '',
     remote_namespace: e.remotePod?.namespace ?? '',
   };
@@ -62,11 +78,18 @@ export function flowLabels(e: ConnectionEvent): FlowLabels {
 /** The same values as flowLabels(e), joined: built per event, so it makes no object. */
 function flowKey(e: ConnectionEvent): string {
   const c = e.container;
-  const port = e.direction === 'outbound' ? e.remote.port : e.local.port;
-  return `${e.node}\0${e.direction}\0${e.process?.comm ?? ''}\0${c?.id ?? ''}\0${c?.name ?? ''}\0${c?.image ?? ''}\0${e.pod?.name ?? ''}\0${e.pod?.namespace ?? ''}\0${e.remote.ip}\0${port}\0${e.remotePod?.name ?? ''}\0${e.remotePod?.namespace ?? ''}`;
+  return `${e.proto}\0${e.node}\0${e.direction}\0${e.process?.comm ?? ''}\0${c?.id ?? ''}\0${c?.name ?? ''}\0${c?.image ?? ''}\0${e.pod?.name ?? ''}\0${e.pod?.namespace ?? ''}\0${e.remote?.ip ?? ''}\0${serverPort(e)}\0${e.remotePod?.name ?? ''}\0${e.remotePod?.namespace ?? ''}`;
 }
 
-const zero = (): FlowCounters => ({ connections: 0, connectFailures: 0, bytesSent: 0, bytesReceived: 0, retransmits: 0 });
+const zero = (): FlowCounters => ({
+  connections: 0,
+  connectFailures: 0,
+  bytesSent: 0,
+  bytesReceived: 0,
+  retransmits: 0,
+  datagramsSent: 0,
+  datagramsReceived: 0,
+});
 
 export class FlowTable {
   private readonly flows = new Map<string, Flow>();
@@ -82,20 +105,32 @@ export class FlowTable {
 
   add(events: readonly ConnectionEvent[]): void {
     for (const e of events) {
-      const c = this.flowOf(e).counters;
       switch (e.event) {
         case 'connect':
         case 'accept':
-          c.connections++;
+          // older than the agent: not a connection made while it watched
+          if (!e.existing) this.flowOf(e).counters.connections++;
           break;
         case 'connect_failed':
-          c.connectFailures++;
+          this.flowOf(e).counters.connectFailures++;
           break;
-        case 'close':
+        case 'update': {
+          const c = this.flowOf(e).counters;
           c.bytesSent += e.bytesSent ?? 0;
           c.bytesReceived += e.bytesReceived ?? 0;
           c.retransmits += e.retransmits ?? 0;
+          c.datagramsSent += e.datagramsSent ?? 0;
+          c.datagramsReceived += e.datagramsReceived ?? 0;
           break;
+        }
+        case 'close': {
+          const c = this.flowOf(e).counters;
+          c.bytesSent += e.bytesSentDelta ?? 0;
+          c.bytesReceived += e.bytesReceivedDelta ?? 0;
+          c.retransmits += e.retransmitsDelta ?? 0;
+          break;
+        }
+        // listeners are not flows (see ListenerTable)
       }
     }
   }
@@ -115,16 +150,16 @@ export class FlowTable {
     let f = this.flows.get(key);
     if (f) return f;
     if (this.flows.size < this.maxFlows) {
-      f = { labels: flowLabels(e), counters: zero() };
+      f = { proto: e.proto, labels: flowLabels(e), counters: zero() };
       this.flows.set(key, f);
       return f;
     }
     this.folded++;
-    const okey = `${e.node}\0${e.direction}`;
+    const okey = `${e.proto}\0${e.node}\0${e.direction}`;
     f = this.overflow.get(okey);
     if (!f) {
       const blank = Object.fromEntries(FLOW_LABELS.map((n) => [n, ''])) as FlowLabels;
-      f = { labels: { ...blank, node: e.node, direction: e.direction, overflow: 'true' }, counters: zero() };
+      f = { proto: e.proto, labels: { ...blank, node: e.node, direction: e.direction, overflow: 'true' }, counters: zero() };
       this.overflow.set(okey, f);
     }
     return f;

@@ -5,6 +5,7 @@
  * the name, counters ending in _total.
  */
 import type { FlowCounters, FlowTable } from './flows.js';
+import type { ListenerTable } from './listeners.js';
 import type { MetricFamily, MetricSample, MetricsSource, MetricType } from './metrics.js';
 
 /** The agent's own counters, read at each collect(). */
@@ -15,22 +16,34 @@ export interface Health {
   lost: { connection: number; process: number };
   /** sockets not tracked because the kernel's socket map was full */
   untrackedSockets: number;
+  /** UDP datagrams not counted because the kernel's UDP flow map was full */
+  uncountedDatagrams: number;
+  /** updates the ring buffer could not take; their bytes went with a later sweep */
+  deferredUpdates: number;
   sinks: { name: string; sent: number; dropped: number; failed?: number; queueDepth?: number }[];
   containers: { lookups: number; unknown: number; runtimeErrors: number };
 }
 
-const FLOW_FAMILIES: { name: string; help: string; counter: keyof FlowCounters }[] = [
-  { name: 'convis_tcp_connections_total', help: 'TCP connections established: connected (outbound) or accepted (inbound).', counter: 'connections' },
-  { name: 'convis_tcp_connect_failures_total', help: 'Outbound TCP connects that failed (refused, timed out, reset, unreachable).', counter: 'connectFailures' },
-  { name: 'convis_tcp_bytes_sent_total', help: 'TCP payload bytes sent, retransmissions excluded, counted when connections close.', counter: 'bytesSent' },
-  { name: 'convis_tcp_bytes_received_total', help: 'TCP payload bytes received, counted when connections close.', counter: 'bytesReceived' },
-  { name: 'convis_tcp_retransmits_total', help: 'TCP segments retransmitted, counted when connections close.', counter: 'retransmits' },
+const FLOW_FAMILIES: { name: string; help: string; proto: 'tcp' | 'udp'; counter: keyof FlowCounters }[] = [
+  { name: 'convis_tcp_connections_total', proto: 'tcp', help: 'TCP connections established while convis ran: connected (outbound) or accepted (inbound).', counter: 'connections' },
+  { name: 'convis_tcp_connect_failures_total', proto: 'tcp', help: 'Outbound TCP connects that failed (refused, timed out, reset, unreachable, no route).', counter: 'connectFailures' },
+  { name: 'convis_tcp_bytes_sent_total', proto: 'tcp', help: 'TCP payload bytes sent, retransmissions excluded, counted while connections are open (every report interval) and at close.', counter: 'bytesSent' },
+  { name: 'convis_tcp_bytes_received_total', proto: 'tcp', help: 'TCP payload bytes received, counted while connections are open (every report interval) and at close.', counter: 'bytesReceived' },
+  { name: 'convis_tcp_retransmits_total', proto: 'tcp', help: 'TCP segments retransmitted, counted while connections are open and at close.', counter: 'retransmits' },
+  { name: 'convis_udp_bytes_sent_total', proto: 'udp', help: 'UDP payload bytes sent, counted every report interval.', counter: 'bytesSent' },
+  { name: 'convis_udp_bytes_received_total', proto: 'udp', help: 'UDP payload bytes received, counted every report interval.', counter: 'bytesReceived' },
+  { name: 'convis_udp_datagrams_sent_total', proto: 'udp', help: 'UDP datagrams sent, counted every report interval.', counter: 'datagramsSent' },
+  { name: 'convis_udp_datagrams_received_total', proto: 'udp', help: 'UDP datagrams received, counted every report interval.', counter: 'datagramsReceived' },
+  { name: 'convis_udp_connect_failures_total', proto: 'udp', help: 'UDP connect() calls that failed (no route, unreachable, permission).', counter: 'connectFailures' },
 ];
+
+const LISTEN_INFO = { name: 'convis_tcp_listen_info', help: 'A listening TCP socket (value 1), with its process, container, pod and address.' };
 
 /** Every family name with its help, for the README. */
 export function describeMetrics(): { name: string; type: MetricType; help: string }[] {
   return [
     ...FLOW_FAMILIES.map((f) => ({ name: f.name, type: 'counter' as const, help: f.help })),
+    { ...LISTEN_INFO, type: 'gauge' as const },
     ...HEALTH_HELP,
   ];
 }
@@ -41,6 +54,9 @@ const HEALTH_HELP: { name: string; type: MetricType; help: string }[] = [
   { name: 'convis_events_total', type: 'counter', help: 'Records received from the kernel, by kind.' },
   { name: 'convis_events_lost_total', type: 'counter', help: 'Events the kernel could not deliver (ring buffer full), by what they were.' },
   { name: 'convis_untracked_sockets_total', type: 'counter', help: 'Connections not tracked because the kernel socket map was full.' },
+  { name: 'convis_udp_uncounted_datagrams_total', type: 'counter', help: 'UDP datagrams not counted because the kernel UDP flow map was full.' },
+  { name: 'convis_updates_deferred_total', type: 'counter', help: 'Live updates the ring buffer could not take; their bytes were carried by a later report.' },
+  { name: 'convis_listeners_refused_total', type: 'counter', help: 'Listeners left out of convis_tcp_listen_info because it held its maximum.' },
   { name: 'convis_sink_sent_total', type: 'counter', help: 'Events (stdout, newrelic) or samples (prometheus) a sink delivered.' },
   { name: 'convis_sink_failed_total', type: 'counter', help: 'Requests a sink gave up on after a non-retryable error.' },
   { name: 'convis_sink_dropped_total', type: 'counter', help: 'Events or samples a sink dropped (queue full, or never deliverable).' },
@@ -54,11 +70,13 @@ const helpOf = (name: string) => HEALTH_HELP.find((h) => h.name === name) as { n
 
 export class Registry implements MetricsSource {
   private readonly flows: FlowTable;
+  private readonly listeners: ListenerTable | undefined;
   private readonly health: () => Health;
   private readonly node: string;
 
-  constructor(options: { flows: FlowTable; health: () => Health; node: string }) {
+  constructor(options: { flows: FlowTable; listeners?: ListenerTable; health: () => Health; node: string }) {
     this.flows = options.flows;
+    this.listeners = options.listeners;
     this.health = options.health;
     this.node = options.node;
   }
@@ -66,8 +84,12 @@ export class Registry implements MetricsSource {
   collect(): MetricFamily[] {
     const flowFamilies = FLOW_FAMILIES.map((f): MetricFamily => ({ name: f.name, help: f.help, type: 'counter', samples: [] }));
     for (const flow of this.flows.all()) {
-      FLOW_FAMILIES.forEach((f, i) => flowFamilies[i]!.samples.push({ labels: flow.labels, value: flow.counters[f.counter] }));
+      FLOW_FAMILIES.forEach((f, i) => {
+        if (f.proto === flow.proto) flowFamilies[i]!.samples.push({ labels: flow.labels, value: flow.counters[f.counter] });
+      });
     }
+    const listenInfo: MetricFamily = { ...LISTEN_INFO, type: 'gauge', samples: [] };
+    for (const labels of this.listeners?.all() ?? []) listenInfo.samples.push({ labels, value: 1 });
     const h = this.health();
     const node = { node: this.node };
     const fam = (name: string, samples: MetricSample[]): MetricFamily => {
@@ -76,6 +98,7 @@ export class Registry implements MetricsSource {
     };
     return [
       ...flowFamilies,
+      listenInfo,
       fam('convis_flows', [{ labels: node, value: this.flows.size }]),
       fam('convis_flows_overflow_total', [{ labels: node, value: this.flows.folded }]),
       fam('convis_events_total', Object.entries(h.events).map(([kind, value]) => ({ labels: { ...node, kind }, value }))),
@@ -84,6 +107,9 @@ export class Registry implements MetricsSource {
         { labels: { ...node, kind: 'process' }, value: h.lost.process },
       ]),
       fam('convis_untracked_sockets_total', [{ labels: node, value: h.untrackedSockets }]),
+      fam('convis_udp_uncounted_datagrams_total', [{ labels: node, value: h.uncountedDatagrams }]),
+      fam('convis_updates_deferred_total', [{ labels: node, value: h.deferredUpdates }]),
+      fam('convis_listeners_refused_total', [{ labels: node, value: this.listeners?.refused ?? 0 }]),
       fam('convis_sink_sent_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.sent }))),
       fam('convis_sink_failed_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.failed ?? 0 }))),
       fam('convis_sink_dropped_total', h.sinks.map((s) => ({ labels: { ...node, sink: s.name }, value: s.dropped }))),

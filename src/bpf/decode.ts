@@ -1,9 +1,9 @@
 import { formatIPv4, formatIPv6 } from '../util/ip.js';
 import { u64NsNanos, u64NsSeconds } from '../util/time.js';
-import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, FILENAME_LEN, Header, TaskEvent } from './events.js';
+import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, FILENAME_LEN, Header, IPPROTO_UDP, SweepEvent, TaskEvent } from './events.js';
 
-export type ConnKind = 'connect' | 'accept' | 'close' | 'connect_failed';
-export type DirectionName = 'outbound' | 'inbound' | 'unknown';
+export type ConnKind = 'connect' | 'accept' | 'close' | 'connect_failed' | 'update' | 'listen' | 'unlisten';
+export type DirectionName = 'outbound' | 'inbound' | 'listen' | 'unknown';
 
 interface RecordBase {
   /** tgid in the host pid namespace; 0 when unknown */
@@ -37,6 +37,7 @@ export interface TaskRecord extends RecordBase {
 
 export interface ConnRecord extends RecordBase {
   kind: ConnKind;
+  proto: 'tcp' | 'udp';
   tid: number;
   uid: number;
   ppid: number;
@@ -45,6 +46,8 @@ export interface ConnRecord extends RecordBase {
   ownerKnown: boolean;
   /** false when tracking began after the connection started (duration is partial) */
   startSeen: boolean;
+  /** found by the start-up snapshot: the connection or listener is older than the agent */
+  existing: boolean;
   connId: number;
   /** the socket's cgroup v2 id */
   cgroupId: number;
@@ -57,26 +60,47 @@ export interface ConnRecord extends RecordBase {
   remotePort: number;
   /** connect_failed: positive errno */
   error: number;
+  /** TCP: lifetime totals at the event; UDP update: since the previous report */
   bytesSent: number;
   bytesReceived: number;
+  /** since the connection's previous report: what counters add */
+  deltaSent: number;
+  deltaReceived: number;
+  /** UDP update: datagrams since the previous report */
+  packetsSent: number;
+  packetsReceived: number;
   durationMs: number;
   srttUs: number;
+  /** TCP: lifetime retransmitted segments at the event */
   retransmits: number;
+  /** TCP: retransmitted segments since the previous report */
+  deltaRetransmits: number;
   oldState: number;
 }
 
-export type KernelRecord = ExecRecord | TaskRecord | ConnRecord;
+/** The end of one sweep: every update of it came before. */
+export interface SweepRecord extends RecordBase {
+  kind: 'sweep';
+  seq: number;
+}
+
+export type KernelRecord = ExecRecord | TaskRecord | ConnRecord | SweepRecord;
 
 const CONN_KINDS: Record<number, ConnKind> = {
   [EventType.tcpConnect]: 'connect',
   [EventType.tcpAccept]: 'accept',
   [EventType.tcpClose]: 'close',
   [EventType.tcpConnectFailed]: 'connect_failed',
+  [EventType.tcpUpdate]: 'update',
+  [EventType.tcpListen]: 'listen',
+  [EventType.tcpUnlisten]: 'unlisten',
+  [EventType.udpUpdate]: 'update',
 };
 
 const DIRECTIONS: Record<number, DirectionName> = {
   [Direction.outbound]: 'outbound',
   [Direction.inbound]: 'inbound',
+  [Direction.listen]: 'listen',
   [Direction.unknown]: 'unknown',
 };
 
@@ -163,6 +187,7 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
   const flags = buf[o + ConnEvent.flags] as number;
   return {
     kind,
+    proto: buf[o + ConnEvent.proto] === IPPROTO_UDP ? 'udp' : 'tcp',
     pid: u32[w + (Header.pid >>> 2)] as number,
     tsSec: headerSec(v, o),
     tsNsec: headerNsec(v, o),
@@ -172,6 +197,7 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
     comm: comm(v, o + ConnEvent.comm),
     ownerKnown: (flags & ConnFlag.ownerKnown) !== 0,
     startSeen: (flags & ConnFlag.startSeen) !== 0,
+    existing: (flags & ConnFlag.existing) !== 0,
     connId: u64(v, o + ConnEvent.connId),
     cgroupId: u64(v, o + ConnEvent.cgroupId),
     netns: u32[w + (ConnEvent.netns >>> 2)] as number,
@@ -184,9 +210,14 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
     error: i32[w + (ConnEvent.error >>> 2)] as number,
     bytesSent: u64(v, o + ConnEvent.bytesSent),
     bytesReceived: u64(v, o + ConnEvent.bytesReceived),
+    deltaSent: u64(v, o + ConnEvent.deltaSent),
+    deltaReceived: u64(v, o + ConnEvent.deltaReceived),
+    packetsSent: u32[w + (ConnEvent.packetsSent >>> 2)] as number,
+    packetsReceived: u32[w + (ConnEvent.packetsReceived >>> 2)] as number,
     durationMs: u64(v, o + ConnEvent.durationNs) / 1e6,
     srttUs: u32[w + (ConnEvent.srttUs >>> 2)] as number,
     retransmits: u32[w + (ConnEvent.retransmits >>> 2)] as number,
+    deltaRetransmits: u32[w + (ConnEvent.deltaRetransmits >>> 2)] as number,
     oldState: buf[o + ConnEvent.oldState] as number,
   };
 }
@@ -243,6 +274,11 @@ const MIN_SIZE: Record<number, number> = {
   [EventType.tcpAccept]: ConnEvent.size,
   [EventType.tcpClose]: ConnEvent.size,
   [EventType.tcpConnectFailed]: ConnEvent.size,
+  [EventType.tcpUpdate]: ConnEvent.size,
+  [EventType.tcpListen]: ConnEvent.size,
+  [EventType.tcpUnlisten]: ConnEvent.size,
+  [EventType.udpUpdate]: ConnEvent.size,
+  [EventType.sweepEnd]: SweepEvent.size,
 };
 
 /** Bytes before each record in a batch: [u32 size][u32 0] (native/addon.c REC_HDR). */
@@ -286,6 +322,8 @@ export function decodeBatch(buf: Buffer, count: number): DecodeResult {
     const conn = CONN_KINDS[type];
     if (conn) records.push(decodeConn(v, o, conn));
     else if (type === EventType.exec) records.push(decodeExec(v, o));
+    else if (type === EventType.sweepEnd)
+      records.push({ kind: 'sweep', pid: 0, tsSec: headerSec(v, o), tsNsec: headerNsec(v, o), seq: u64(v, o + SweepEvent.seq) });
     else records.push(decodeTask(v, o, type === EventType.exit ? 'exit' : 'fork'));
   }
   return { records, malformed };

@@ -16,18 +16,28 @@ export const EventType = {
   tcpAccept: 17,
   tcpClose: 18,
   tcpConnectFailed: 19,
+  tcpUpdate: 20,
+  tcpListen: 21,
+  tcpUnlisten: 22,
+  udpUpdate: 32,
+  sweepEnd: 48,
 } as const;
 
-export const Direction = { unknown: 0, outbound: 1, inbound: 2 } as const;
+export const Direction = { unknown: 0, outbound: 1, inbound: 2, listen: 3 } as const;
 
 /** struct convis_conn_event.flags */
-export const ConnFlag = { ownerKnown: 1 << 0, startSeen: 1 << 1 } as const;
+export const ConnFlag = { ownerKnown: 1 << 0, startSeen: 1 << 1, existing: 1 << 2 } as const;
 
-/** enum convis_stat: indexes of the kernel's per-CPU drop counters */
-export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, max: 8 } as const;
+/**
+ * enum convis_stat: indexes of the kernel's per-CPU drop counters; the
+ * addon appends the sweeps run and the sweeps that failed after `max`.
+ */
+export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, udpFull: 3, rbDropUpdate: 4, max: 8 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
 
 /** struct convis_header */
 export const Header = { size: 16, type: 0, recSize: 2, pid: 4, tsNs: 8 } as const;
@@ -55,9 +65,9 @@ export const ExecEvent = {
   args: 56 + FILENAME_LEN,
 } as const;
 
-/** struct convis_conn_event (connect, accept, close, connect_failed) */
+/** struct convis_conn_event (connect, accept, close, connect_failed, update, listen, unlisten) */
 export const ConnEvent = {
-  size: 144,
+  size: 176,
   tid: 16,
   uid: 20,
   connId: 24,
@@ -80,13 +90,22 @@ export const ConnEvent = {
   ppid: 136,
   oldState: 140,
   flags: 141,
+  deltaSent: 144,
+  deltaReceived: 152,
+  packetsSent: 160,
+  packetsReceived: 164,
+  deltaRetransmits: 168,
 } as const;
+
+/** struct convis_sweep_event */
+export const SweepEvent = { size: 24, seq: 16 } as const;
 
 export interface NativeSizes {
   header: number;
   taskEvent: number;
   execEvent: number;
   connEvent: number;
+  sweepEvent: number;
 }
 
 /** Throws when the compiled addon's struct sizes differ from this mirror. */
@@ -96,6 +115,7 @@ export function assertLayout(sizes: NativeSizes): void {
     taskEvent: TaskEvent.size,
     execEvent: ExecEvent.size,
     connEvent: ConnEvent.size,
+    sweepEvent: SweepEvent.size,
   };
   for (const key of Object.keys(want) as (keyof NativeSizes)[]) {
     if (sizes[key] !== want[key]) {

@@ -5,15 +5,18 @@ import { readFileSync } from 'node:fs';
 import { parseConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { FlowTable } from '../aggregate/flows.js';
+import { ListenerTable } from '../aggregate/listeners.js';
 import { Registry } from '../aggregate/registry.js';
 import { CgroupIndex, findCgroup2Root } from '../metadata/cgroup-index.js';
 import { Containers } from '../metadata/containers.js';
 import { Enricher } from '../metadata/enrich.js';
+import { netnsPaths } from '../metadata/netns.js';
 import { openRuntimes } from '../metadata/runtimes.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { ProcessCache } from '../metadata/process-cache.js';
 import { createSinks, parseSinkSpecs, sinkHelp } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
+import type { KernelRecord } from '../bpf/decode.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -23,7 +26,7 @@ function version(): string {
   return pkg.version;
 }
 
-const HELP = `convis: every TCP connection on this node, with the process behind it
+const HELP = `convis: every TCP connection and UDP flow on this node, with the process, container and pod behind it
 
 Usage: convis [--sink SPEC]... [options]
 
@@ -37,6 +40,7 @@ Options:
   --cri-socket PATH           CRI runtime socket (default: containerd's or CRI-O's usual one, if present)
   --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
   --max-flows N               most flows the metrics keep; more fold into an overflow flow (default: 10000)
+  --interval DURATION         how often open connections and UDP flows report the bytes they moved (default: 10s, at least 1s)
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
@@ -49,27 +53,34 @@ Docker is found through $DOCKER_HOST, else /var/run/docker.sock.
 Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
 `;
 
-interface Counts {
-  connect: number;
-  accept: number;
-  close: number;
-  connect_failed: number;
-  exec: number;
-  exit: number;
-  fork: number;
-}
+type Counts = Record<KernelRecord['kind'], number>;
 
 async function run(config: Config, log: Logger): Promise<number> {
   const parsedSinks = parseSinkSpecs(config.sinks);
-  const counts: Counts = { connect: 0, accept: 0, close: 0, connect_failed: 0, exec: 0, exit: 0, fork: 0 };
+  const counts: Counts = {
+    connect: 0,
+    accept: 0,
+    update: 0,
+    close: 0,
+    connect_failed: 0,
+    listen: 0,
+    unlisten: 0,
+    exec: 0,
+    exit: 0,
+    fork: 0,
+    sweep: 0,
+  };
   // filled in below; the registry reads them only when it is collected
   let tracer: Tracer | undefined;
   let containers: Containers | undefined;
   let sinks: Sink[] = [];
 
-  const flows = parsedSinks.some((p) => p.metrics) ? new FlowTable({ maxFlows: config.maxFlows }) : undefined;
+  const wantsMetrics = parsedSinks.some((p) => p.metrics);
+  const flows = wantsMetrics ? new FlowTable({ maxFlows: config.maxFlows }) : undefined;
+  const listeners = wantsMetrics ? new ListenerTable() : undefined;
   const registry = new Registry({
     flows: flows ?? new FlowTable(),
+    ...(listeners ? { listeners } : {}),
     node: config.nodeName,
     health: () => {
       const t = tracer?.stats();
@@ -78,6 +89,8 @@ async function run(config: Config, log: Logger): Promise<number> {
         events: { ...counts },
         lost: { connection: t?.lostConnEvents ?? 0, process: t?.lostProcEvents ?? 0 },
         untrackedSockets: t?.untrackedSockets ?? 0,
+        uncountedDatagrams: t?.uncountedDatagrams ?? 0,
+        deferredUpdates: t?.deferredUpdates ?? 0,
         sinks: sinks.map((s) => ({ name: s.name, ...s.stats() })),
         containers: { lookups: c?.lookups ?? 0, unknown: c?.unknown ?? 0, runtimeErrors: c?.runtimeErrors ?? 0 },
       };
@@ -101,7 +114,15 @@ async function run(config: Config, log: Logger): Promise<number> {
   let runtimes: Awaited<ReturnType<typeof openRuntimes>>;
   try {
     runtimes = await openRuntimes(config, log);
-    tracer = Tracer.open({ ringBytes: config.ringBytes, sysRoot: config.sysRoot, ...(config.btfPath ? { btfPath: config.btfPath } : {}) });
+    const cgroupPath = findCgroup2Root(config.procRoot);
+    tracer = Tracer.open({
+      ringBytes: config.ringBytes,
+      sysRoot: config.sysRoot,
+      sweepMs: config.intervalMs,
+      ...(cgroupPath ? { cgroupPath } : {}),
+      ...(config.btfPath ? { btfPath: config.btfPath } : {}),
+    });
+    if (!cgroupPath) log.info('no cgroup v2 hierarchy: the peers of unconnected UDP sockets will be unknown');
   } catch (e) {
     await Promise.all(sinks.map((s) => s.close()));
     throw e;
@@ -116,7 +137,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     ...(cgroupRoot ? { cgroups: new CgroupIndex({ root: cgroupRoot }) } : {}),
   });
   const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset });
-  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}) });
+  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}) });
 
   t.start((records) => {
     for (const r of records) counts[r.kind]++;
@@ -124,6 +145,9 @@ async function run(config: Config, log: Logger): Promise<number> {
   });
   // after attach, so no process can slip between the scan and the exec events
   processes.scan();
+  // after the scan, so the owners of existing sockets are known processes
+  const snapshot = t.snapshot(netnsPaths(config.procRoot));
+  if (snapshot.failed > 0) log.debug(`snapshot: ${snapshot.failed} network namespaces not walked (first: ${snapshot.error})`);
   const gcTimer = setInterval(() => processes.gc(Date.now()), 30_000);
   gcTimer.unref();
 
@@ -166,6 +190,10 @@ async function run(config: Config, log: Logger): Promise<number> {
     lost_conn_events: s.lostConnEvents,
     lost_proc_events: s.lostProcEvents,
     untracked_sockets: s.untrackedSockets,
+    uncounted_datagrams: s.uncountedDatagrams,
+    deferred_updates: s.deferredUpdates,
+    sweeps: s.sweeps,
+    snapshot_namespaces: snapshot.namespaces,
     malformed: s.malformed,
     processes: processes.stats(),
     containers: containers.stats(),

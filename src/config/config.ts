@@ -6,6 +6,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseDurationMs } from './duration.js';
 import { ConfigError } from './errors.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
 
@@ -27,7 +28,12 @@ export interface Config {
   dockerHost?: string;
   /** most flows (label sets) the metrics keep; the rest fold into an overflow flow */
   maxFlows: number;
+  /** how often open connections and UDP flows report what moved */
+  intervalMs: number;
 }
+
+const MIN_INTERVAL_MS = 1000;
+const MAX_INTERVAL_MS = 3_600_000;
 
 const MIB = 1 << 20;
 
@@ -77,6 +83,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
         'cri-socket': { type: 'string' },
         'podman-socket': { type: 'string' },
         'max-flows': { type: 'string' },
+        interval: { type: 'string' },
       },
     }));
   } catch (e) {
@@ -87,6 +94,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const ringMib = values['ring-buffer-mib'] === undefined ? 16 : positiveInt('--ring-buffer-mib', values['ring-buffer-mib']);
   if ((ringMib & (ringMib - 1)) !== 0 || ringMib > 1024) {
     throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${ringMib}`);
+  }
+  let intervalMs = 10_000;
+  if (values.interval !== undefined) {
+    const ms = parseDurationMs(values.interval);
+    if (ms === undefined) throw new ConfigError(`--interval must be a duration such as 10s, 1m or 30 (seconds), not ${JSON.stringify(values.interval)}`);
+    if (ms < MIN_INTERVAL_MS || ms > MAX_INTERVAL_MS) throw new ConfigError(`--interval must be between 1s and 1h, not ${values.interval}`);
+    intervalMs = ms;
   }
   const procRoot = values['proc-root'] ?? '/proc';
   const nodeName = values['node-name'] ?? env.NODE_NAME ?? defaultNodeName(procRoot);
@@ -105,5 +119,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     ...(values['podman-socket'] !== undefined ? { podmanSocket: values['podman-socket'] } : {}),
     ...(env.DOCKER_HOST ? { dockerHost: env.DOCKER_HOST } : {}),
     maxFlows: values['max-flows'] === undefined ? 10_000 : positiveInt('--max-flows', values['max-flows']),
+    intervalMs,
   };
 }

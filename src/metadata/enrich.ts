@@ -96,6 +96,8 @@ export class Enricher {
         case 'exit':
           processes.onExit(r, this.now());
           break;
+        case 'sweep':
+          break;
         default: {
           const owned = r.ownerKnown && r.pid !== 0;
           const process = owned ? processes.get(r.pid, r) : null;
@@ -153,14 +155,15 @@ export class Enricher {
       nsec -= NS_PER_SEC;
       sec++;
     }
+    const listener = r.kind === 'listen' || r.kind === 'unlisten';
     const ev: ConnectionEvent = {
       timeSec: sec,
       timeNsec: nsec,
       event: r.kind,
-      proto: 'tcp',
-      direction: r.direction === 'inbound' ? 'inbound' : 'outbound',
+      proto: r.proto,
+      direction: r.direction === 'inbound' || r.direction === 'listen' ? 'inbound' : 'outbound',
       local: { ip: r.localIp, port: r.localPort },
-      remote: { ip: r.remoteIp, port: r.remotePort },
+      remote: listener ? null : { ip: r.remoteIp, port: r.remotePort },
       // shared with the cache, not copied: sinks treat events as read-only
       process,
       container: d.container,
@@ -170,16 +173,47 @@ export class Enricher {
       netns: r.netns,
       connId: r.connId,
     };
-    const peer = containers.podByIp(r.remoteIp);
-    if (peer) ev.remotePod = this.remotePodOf(peer);
-    if (r.kind === 'close') {
-      ev.bytesSent = r.bytesSent;
-      ev.bytesReceived = r.bytesReceived;
-      ev.durationMs = r.durationMs;
-      ev.srttUs = r.srttUs;
-      ev.retransmits = r.retransmits;
-    } else if (r.kind === 'connect_failed') {
-      ev.error = errnoName(r.error);
+    if (!listener) {
+      const peer = containers.podByIp(r.remoteIp);
+      if (peer) ev.remotePod = this.remotePodOf(peer);
+    }
+    switch (r.kind) {
+      case 'close':
+        ev.bytesSent = r.bytesSent;
+        ev.bytesReceived = r.bytesReceived;
+        ev.bytesSentDelta = r.deltaSent;
+        ev.bytesReceivedDelta = r.deltaReceived;
+        ev.durationMs = r.durationMs;
+        ev.srttUs = r.srttUs;
+        ev.retransmits = r.retransmits;
+        ev.retransmitsDelta = r.deltaRetransmits;
+        break;
+      case 'update':
+        ev.bytesSent = r.deltaSent;
+        ev.bytesReceived = r.deltaReceived;
+        if (r.proto === 'udp') {
+          ev.datagramsSent = r.packetsSent;
+          ev.datagramsReceived = r.packetsReceived;
+        } else {
+          ev.durationMs = r.durationMs;
+          ev.srttUs = r.srttUs;
+          ev.retransmits = r.deltaRetransmits;
+        }
+        break;
+      case 'connect':
+      case 'accept':
+        if (r.existing) {
+          ev.existing = true;
+          ev.bytesSent = r.bytesSent;
+          ev.bytesReceived = r.bytesReceived;
+        }
+        break;
+      case 'listen':
+        if (r.existing) ev.existing = true;
+        break;
+      case 'connect_failed':
+        ev.error = errnoName(r.error);
+        break;
     }
     return ev;
   }

@@ -34,16 +34,25 @@ export interface RemotePod {
   namespace: string;
 }
 
+/**
+ * One connection (TCP) or socket/remote-endpoint pair (UDP) at one moment:
+ * connect/accept (existing ones at start too), update (what moved since the
+ * previous report), close, connect_failed; listen/unlisten for listeners.
+ */
 export interface ConnectionEvent {
   /** when the kernel saw it: whole seconds since the Unix epoch */
   timeSec: number;
   /** and nanoseconds within that second */
   timeNsec: number;
   event: ConnKind;
-  proto: 'tcp';
+  proto: 'tcp' | 'udp';
+  /** listen/unlisten: inbound */
   direction: 'outbound' | 'inbound';
   local: Endpoint;
-  remote: Endpoint;
+  /** null on listen and unlisten */
+  remote: Endpoint | null;
+  /** connect/accept/listen found by the start-up snapshot: older than the agent */
+  existing?: true;
   /** null when the kernel could not name the process (e.g. never accepted) */
   process: ProcessDetails | null;
   /** null outside containers */
@@ -57,12 +66,25 @@ export interface ConnectionEvent {
   netns: number;
   /** the same for every event of one socket */
   connId: number;
-  /** close only */
+  /**
+   * update: since the connection's previous report; close: TCP lifetime
+   * totals; existing connect/accept: what moved before the agent started
+   */
   bytesSent?: number;
   bytesReceived?: number;
+  /** close: what moved since the previous report (what the counters add) */
+  bytesSentDelta?: number;
+  bytesReceivedDelta?: number;
+  /** UDP update: datagrams since the previous report */
+  datagramsSent?: number;
+  datagramsReceived?: number;
+  /** close: lifetime; TCP update: age so far */
   durationMs?: number;
   srttUs?: number;
+  /** close: lifetime; TCP update: since the previous report */
   retransmits?: number;
+  /** close: since the previous report */
+  retransmitsDelta?: number;
   /** connect_failed only: an errno name such as ECONNREFUSED */
   error?: string;
 }

@@ -13,8 +13,22 @@ export type TracerHandle = { readonly __brand: 'TracerHandle' };
 export interface OpenOptions {
   ringBytes: number;
   maxSockets: number;
+  maxUdpFlows: number;
   wakeupBytes: number;
+  /** sweep period; 0: no live counts */
+  sweepMs: number;
   btfPath?: string;
+  /** the cgroup v2 root for the UDP peer hooks; absent: unconnected UDP peers stay unknown */
+  cgroupPath?: string;
+}
+
+export interface SnapshotResult {
+  /** network namespaces walked */
+  namespaces: number;
+  /** namespaces that could not be entered or walked */
+  failed: number;
+  /** the first failure, when there was one */
+  error?: string;
 }
 
 /** The raw binding; see native/addon.c for each call's contract. */
@@ -23,6 +37,8 @@ export interface Binding {
   attached(handle: TracerHandle): string[];
   start(handle: TracerHandle, onBatch: (batch: Buffer | null, count: number) => void): void;
   requestStop(handle: TracerHandle): void;
+  requestSweep(handle: TracerHandle): void;
+  snapshot(handle: TracerHandle, netnsPaths: string[]): SnapshotResult;
   close(handle: TracerHandle): void;
   stats(handle: TracerHandle): number[];
   clocks(): [bigint, bigint];

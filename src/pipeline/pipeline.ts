@@ -7,6 +7,7 @@
  * waiting, new ones go out without waiting for lookups.
  */
 import type { FlowTable } from '../aggregate/flows.js';
+import type { ListenerTable } from '../aggregate/listeners.js';
 import type { KernelRecord } from '../bpf/decode.js';
 import type { Containers } from '../metadata/containers.js';
 import type { Enricher, IngestedBatch } from '../metadata/enrich.js';
@@ -18,6 +19,8 @@ export interface PipelineOptions {
   sinks: readonly Sink[];
   /** flow counters for the metrics sinks, fed before the sinks see the events */
   flows?: FlowTable;
+  /** listening sockets for the listen gauge */
+  listeners?: ListenerTable;
   /** batches allowed to wait for lookups at once (default 64) */
   maxWaiting?: number;
 }
@@ -77,6 +80,7 @@ export class Pipeline {
   private emit(batch: IngestedBatch): void {
     const events = this.o.enricher.finish(batch);
     this.o.flows?.add(events);
+    this.o.listeners?.add(events);
     for (const sink of this.o.sinks) sink.write(events);
   }
 }

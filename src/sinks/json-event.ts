@@ -32,14 +32,40 @@ export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
     netns: e.netns,
     conn_id: e.connId,
   };
-  if (e.event === 'close') {
-    o.bytes_sent = e.bytesSent;
-    o.bytes_received = e.bytesReceived;
-    o.duration_ms = e.durationMs;
-    o.srtt_us = e.srttUs;
-    o.retransmits = e.retransmits;
-  } else if (e.event === 'connect_failed') {
-    o.error = e.error;
+  if (e.existing) o.existing = true;
+  switch (e.event) {
+    case 'close':
+      o.bytes_sent = e.bytesSent;
+      o.bytes_received = e.bytesReceived;
+      o.duration_ms = e.durationMs;
+      o.srtt_us = e.srttUs;
+      o.retransmits = e.retransmits;
+      o.bytes_sent_delta = e.bytesSentDelta;
+      o.bytes_received_delta = e.bytesReceivedDelta;
+      o.retransmits_delta = e.retransmitsDelta;
+      break;
+    case 'update':
+      o.bytes_sent = e.bytesSent;
+      o.bytes_received = e.bytesReceived;
+      if (e.proto === 'udp') {
+        o.datagrams_sent = e.datagramsSent;
+        o.datagrams_received = e.datagramsReceived;
+      } else {
+        o.duration_ms = e.durationMs;
+        o.srtt_us = e.srttUs;
+        o.retransmits = e.retransmits;
+      }
+      break;
+    case 'connect':
+    case 'accept':
+      if (e.existing) {
+        o.bytes_sent = e.bytesSent;
+        o.bytes_received = e.bytesReceived;
+      }
+      break;
+    case 'connect_failed':
+      o.error = e.error;
+      break;
   }
   return o;
 }
@@ -54,6 +80,13 @@ const F_DURATION = utf8(',"duration_ms":');
 const F_SRTT = utf8(',"srtt_us":');
 const F_RETRANSMITS = utf8(',"retransmits":');
 const F_ERROR = utf8(',"error":');
+const F_BYTES_SENT_DELTA = utf8(',"bytes_sent_delta":');
+const F_BYTES_RECEIVED_DELTA = utf8(',"bytes_received_delta":');
+const F_RETRANSMITS_DELTA = utf8(',"retransmits_delta":');
+const F_DATAGRAMS_SENT = utf8(',"datagrams_sent":');
+const F_DATAGRAMS_RECEIVED = utf8(',"datagrams_received":');
+const F_EXISTING = utf8(',"existing":true');
+const F_REMOTE_NULL = utf8('},"remote":null');
 
 /**
  * The bytes around an address, per address: `IP","port":` for the local one,
@@ -156,24 +189,69 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   w.bytes(heads.get(e.event, e.proto, e.direction));
   w.bytes(ipBytes(localIps, e.local.ip, ''));
   w.uint(e.local.port);
-  w.bytes(ipBytes(remoteIps, e.remote.ip, '},"remote":{"ip":"'));
-  w.uint(e.remote.port);
-  w.bytes(blocks.get(e).bytes);
+  const block = blocks.get(e).bytes;
+  if (e.remote) {
+    w.bytes(ipBytes(remoteIps, e.remote.ip, '},"remote":{"ip":"'));
+    w.uint(e.remote.port);
+    w.bytes(block);
+  } else {
+    // a listener: the block's first byte closes a remote object there is none of
+    w.bytes(F_REMOTE_NULL);
+    w.bytes(block.subarray(1));
+  }
   w.number(e.connId);
-  if (e.event === 'close') {
-    w.bytes(F_BYTES_SENT);
-    w.number(e.bytesSent ?? NaN);
-    w.bytes(F_BYTES_RECEIVED);
-    w.number(e.bytesReceived ?? NaN);
-    w.bytes(F_DURATION);
-    w.millisFromNanos(e.durationMs ?? NaN);
-    w.bytes(F_SRTT);
-    w.number(e.srttUs ?? NaN);
-    w.bytes(F_RETRANSMITS);
-    w.number(e.retransmits ?? NaN);
-  } else if (e.event === 'connect_failed') {
-    w.bytes(F_ERROR);
-    w.bytes(e.error === undefined ? NULL : jsonString(e.error));
+  if (e.existing) w.bytes(F_EXISTING);
+  switch (e.event) {
+    case 'close':
+      w.bytes(F_BYTES_SENT);
+      w.number(e.bytesSent ?? NaN);
+      w.bytes(F_BYTES_RECEIVED);
+      w.number(e.bytesReceived ?? NaN);
+      w.bytes(F_DURATION);
+      w.millisFromNanos(e.durationMs ?? NaN);
+      w.bytes(F_SRTT);
+      w.number(e.srttUs ?? NaN);
+      w.bytes(F_RETRANSMITS);
+      w.number(e.retransmits ?? NaN);
+      w.bytes(F_BYTES_SENT_DELTA);
+      w.number(e.bytesSentDelta ?? NaN);
+      w.bytes(F_BYTES_RECEIVED_DELTA);
+      w.number(e.bytesReceivedDelta ?? NaN);
+      w.bytes(F_RETRANSMITS_DELTA);
+      w.number(e.retransmitsDelta ?? NaN);
+      break;
+    case 'update':
+      w.bytes(F_BYTES_SENT);
+      w.number(e.bytesSent ?? NaN);
+      w.bytes(F_BYTES_RECEIVED);
+      w.number(e.bytesReceived ?? NaN);
+      if (e.proto === 'udp') {
+        w.bytes(F_DATAGRAMS_SENT);
+        w.number(e.datagramsSent ?? NaN);
+        w.bytes(F_DATAGRAMS_RECEIVED);
+        w.number(e.datagramsReceived ?? NaN);
+      } else {
+        w.bytes(F_DURATION);
+        w.millisFromNanos(e.durationMs ?? NaN);
+        w.bytes(F_SRTT);
+        w.number(e.srttUs ?? NaN);
+        w.bytes(F_RETRANSMITS);
+        w.number(e.retransmits ?? NaN);
+      }
+      break;
+    case 'connect':
+    case 'accept':
+      if (e.existing) {
+        w.bytes(F_BYTES_SENT);
+        w.number(e.bytesSent ?? NaN);
+        w.bytes(F_BYTES_RECEIVED);
+        w.number(e.bytesReceived ?? NaN);
+      }
+      break;
+    case 'connect_failed':
+      w.bytes(F_ERROR);
+      w.bytes(e.error === undefined ? NULL : jsonString(e.error));
+      break;
   }
   w.byte(0x7d); // }
   w.byte(0x0a); // \n

@@ -20,7 +20,7 @@
  * - Limits: 1 MB (10^6 bytes) per POST; up to 2000 events per POST ("Max
  *   events per API call: 2K", in the limits list of the same page until
  *   2021); at most 255 attributes per event (the data requirements page
- *   says 254; this sink sends at most 38); attribute names at most 255
+ *   says 254; this sink sends at most 43); attribute names at most 255
  *   characters; attribute values at most 4096 characters (longer values
  *   make New Relic drop the whole event, so they are truncated here).
  * - timestamp: Unix epoch in seconds or milliseconds, an integer ("Do not
@@ -164,8 +164,8 @@ export function parseNewRelicOptions(o: Record<string, string>): NewRelicOptions
 export const NEW_RELIC_ATTRIBUTES = {
   eventType: { type: 'string', description: '`ContainerVisibility`' },
   timestamp: { type: 'number', description: 'when the kernel saw the event, milliseconds since the Unix epoch' },
-  event: { type: 'string', description: '`connect`, `accept`, `close` or `connect_failed`' },
-  proto: { type: 'string', description: '`tcp`' },
+  event: { type: 'string', description: '`connect`, `accept`, `update`, `close`, `connect_failed`, `listen` or `unlisten`' },
+  proto: { type: 'string', description: '`tcp` or `udp`' },
   direction: { type: 'string', description: '`outbound` (this side connected) or `inbound` (this side accepted)' },
   'source.ip': { type: 'string', description: 'the side that initiated the connection: local for outbound, remote for inbound' },
   'source.port': { type: 'number', description: 'its port' },
@@ -173,7 +173,7 @@ export const NEW_RELIC_ATTRIBUTES = {
   'destination.port': { type: 'number', description: 'its port' },
   'local.ip': { type: 'string', description: 'this node\'s side of the socket (IPv4-mapped IPv6 shown as IPv4)' },
   'local.port': { type: 'number', description: 'its port' },
-  'remote.ip': { type: 'string', description: 'the peer' },
+  'remote.ip': { type: 'string', description: 'the peer (absent on listen and unlisten)' },
   'remote.port': { type: 'number', description: 'its port' },
   'process.pid': { type: 'number', description: 'host pid of the process behind the socket; process.* absent when no process ever owned it' },
   'process.ppid': { type: 'number', description: 'its parent\'s pid' },
@@ -193,12 +193,17 @@ export const NEW_RELIC_ATTRIBUTES = {
   node: { type: 'string', description: 'node name' },
   'cgroup.id': { type: 'number', description: 'the socket\'s cgroup v2 id' },
   netns: { type: 'number', description: 'the socket\'s network namespace inode' },
-  'conn.id': { type: 'number', description: 'the same on every event of one socket' },
-  'bytes.tx': { type: 'number', description: '`close`: payload bytes sent, retransmissions excluded' },
-  'bytes.rx': { type: 'number', description: '`close`: payload bytes received' },
-  'duration.ms': { type: 'number', description: '`close`: from the first SYN (or the accept) to the close' },
-  'srtt.us': { type: 'number', description: '`close`: smoothed round-trip time, microseconds' },
-  retransmits: { type: 'number', description: '`close`: segments retransmitted' },
+  'conn.id': { type: 'number', description: 'the same on every event of one socket (UDP: of one socket and remote endpoint)' },
+  existing: { type: 'number', description: '1 on `connect`, `accept` and `listen` events of sockets older than the agent (found at start)' },
+  'bytes.tx': { type: 'number', description: '`update`: payload bytes sent since the previous report; `close`: lifetime total, retransmissions excluded; existing `connect`/`accept`: sent before the agent started' },
+  'bytes.rx': { type: 'number', description: '`update`: payload bytes received since the previous report; `close`: lifetime total' },
+  'bytes.tx.delta': { type: 'number', description: '`close`: bytes sent since the previous report (sum `update` bytes.tx and this for exact totals)' },
+  'bytes.rx.delta': { type: 'number', description: '`close`: bytes received since the previous report' },
+  'datagrams.tx': { type: 'number', description: 'UDP `update`: datagrams sent since the previous report' },
+  'datagrams.rx': { type: 'number', description: 'UDP `update`: datagrams received since the previous report' },
+  'duration.ms': { type: 'number', description: '`close`: from the first SYN (or the accept) to the close; TCP `update`: so far' },
+  'srtt.us': { type: 'number', description: '`close`, TCP `update`: smoothed round-trip time, microseconds' },
+  retransmits: { type: 'number', description: '`close`: lifetime segments retransmitted; TCP `update`: since the previous report' },
   error: { type: 'string', description: '`connect_failed`: errno name, e.g. `ECONNREFUSED`' },
 } as const satisfies Record<string, { type: 'string' | 'number'; description: string }>;
 
@@ -233,14 +238,14 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
   set('direction', e.direction);
   // source = the initiator: outbound, this side connected; inbound, the peer did
   const [src, dst] = e.direction === 'outbound' ? [e.local, e.remote] : [e.remote, e.local];
-  set('source.ip', src.ip);
-  set('source.port', src.port);
-  set('destination.ip', dst.ip);
-  set('destination.port', dst.port);
+  set('source.ip', src?.ip);
+  set('source.port', src?.port);
+  set('destination.ip', dst?.ip);
+  set('destination.port', dst?.port);
   set('local.ip', e.local.ip);
   set('local.port', e.local.port);
-  set('remote.ip', e.remote.ip);
-  set('remote.port', e.remote.port);
+  set('remote.ip', e.remote?.ip);
+  set('remote.port', e.remote?.port);
   const p = e.process;
   if (p) {
     set('process.pid', p.pid);
@@ -271,15 +276,18 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
   set('cgroup.id', e.cgroupId);
   set('netns', e.netns);
   set('conn.id', e.connId);
-  if (e.event === 'close') {
-    set('bytes.tx', e.bytesSent);
-    set('bytes.rx', e.bytesReceived);
-    set('duration.ms', e.durationMs);
-    set('srtt.us', e.srttUs);
-    set('retransmits', e.retransmits);
-  } else if (e.event === 'connect_failed') {
-    set('error', e.error);
-  }
+  if (e.existing) set('existing', 1);
+  // each is set only where the event kind has it (see the JSON event)
+  set('bytes.tx', e.bytesSent);
+  set('bytes.rx', e.bytesReceived);
+  set('bytes.tx.delta', e.bytesSentDelta);
+  set('bytes.rx.delta', e.bytesReceivedDelta);
+  set('datagrams.tx', e.datagramsSent);
+  set('datagrams.rx', e.datagramsReceived);
+  set('duration.ms', e.durationMs);
+  set('srtt.us', e.srttUs);
+  set('retransmits', e.retransmits);
+  if (e.event === 'connect_failed') set('error', e.error);
   return o;
 }
 

@@ -28,16 +28,24 @@ const hostPort = (p: Endpoint) => (p.ip.includes(':') ? `[${p.ip}]:${p.port}` : 
 const TEXT_CMD_MAX = 120;
 const shorten = (cmd: string) => (cmd.length > TEXT_CMD_MAX ? `${cmd.slice(0, TEXT_CMD_MAX - 1)}…` : cmd);
 
-/** One readable line, e.g. "... close tcp 10.0.0.1:5000 -> 10.0.0.2:80 pid=1 comm=curl sent=10 ...". */
+/**
+ * One readable line, e.g. "... close tcp 10.0.0.1:5000 -> 10.0.0.2:80 pid=1 comm=curl sent=10 ...";
+ * a listener has no arrow and no remote; update lines carry what moved since the previous one.
+ */
 export function toTextLine(e: ConnectionEvent): string {
   const arrow = e.direction === 'outbound' ? '->' : '<-';
-  let line = `${rfc3339(e.timeSec, e.timeNsec)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)} ${arrow} ${hostPort(e.remote)}`;
+  let line = `${rfc3339(e.timeSec, e.timeNsec)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)}`;
+  if (e.remote) line += ` ${arrow} ${hostPort(e.remote)}`;
   line += e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
   if (e.container) line += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
   if (e.pod) line += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
   if (e.remotePod) line += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
+  if (e.existing) line += ' existing';
   if (e.event === 'close') {
     line += ` sent=${e.bytesSent} received=${e.bytesReceived} duration=${e.durationMs?.toFixed(3)}ms srtt=${e.srttUs}us retrans=${e.retransmits}`;
+  } else if (e.event === 'update') {
+    line += ` sent=${e.bytesSent} received=${e.bytesReceived}`;
+    if (e.proto === 'udp') line += ` datagrams_sent=${e.datagramsSent} datagrams_received=${e.datagramsReceived}`;
   } else if (e.event === 'connect_failed') {
     line += ` error=${e.error}`;
   }
@@ -54,6 +62,9 @@ const T_DURATION = ascii(' duration=');
 const T_SRTT = ascii('ms srtt=');
 const T_RETRANS = ascii('us retrans=');
 const T_ERROR = ascii(' error=');
+const T_EXISTING = ascii(' existing');
+const T_DGRAMS_SENT = ascii(' datagrams_sent=');
+const T_DGRAMS_RECEIVED = ascii(' datagrams_received=');
 
 const textTime = new SecondHead('');
 /** From the end of the time's nanoseconds to the local address: "Z close          tcp ", per kind and protocol. */
@@ -105,11 +116,25 @@ export function writeTextLine(w: ByteWriter, e: ConnectionEvent): void {
   w.nineDigits(e.timeNsec);
   w.bytes(kindHeads.get(e.event, e.proto));
   writeEndpoint(w, e.local);
-  w.bytes(e.direction === 'outbound' ? T_ARROW_OUT : T_ARROW_IN);
-  writeEndpoint(w, e.remote);
+  if (e.remote) {
+    w.bytes(e.direction === 'outbound' ? T_ARROW_OUT : T_ARROW_IN);
+    writeEndpoint(w, e.remote);
+  }
   const parts = textParts.get(e);
   w.bytes(parts.who);
-  if (e.event === 'close') {
+  if (e.existing) w.bytes(T_EXISTING);
+  if (e.event === 'update') {
+    w.bytes(T_SENT);
+    writeShown(w, e.bytesSent);
+    w.bytes(T_RECEIVED);
+    writeShown(w, e.bytesReceived);
+    if (e.proto === 'udp') {
+      w.bytes(T_DGRAMS_SENT);
+      writeShown(w, e.datagramsSent);
+      w.bytes(T_DGRAMS_RECEIVED);
+      writeShown(w, e.datagramsReceived);
+    }
+  } else if (e.event === 'close') {
     w.bytes(T_SENT);
     writeShown(w, e.bytesSent);
     w.bytes(T_RECEIVED);

@@ -1,6 +1,6 @@
 import { decodeBatch, type KernelRecord } from '../bpf/decode.js';
 import { assertLayout, KernelStat } from '../bpf/events.js';
-import { loadBinding, type Binding, type TracerHandle } from '../native/binding.js';
+import { loadBinding, type Binding, type SnapshotResult, type TracerHandle } from '../native/binding.js';
 import { BpfError } from './errors.js';
 import { preflight } from './preflight.js';
 import { clockOffset, type ClockOffset } from '../util/time.js';
@@ -10,6 +10,12 @@ export interface TracerOptions {
   ringBytes?: number;
   /** most TCP sockets tracked at once (default 262144) */
   maxSockets?: number;
+  /** most UDP socket/remote pairs counted at once (default 65536) */
+  maxUdpFlows?: number;
+  /** how often open connections and UDP flows report what moved, in ms; 0: only at close (default 10000) */
+  sweepMs?: number;
+  /** the cgroup v2 root, for the hooks that name unconnected UDP peers */
+  cgroupPath?: string;
   /** pending bytes at which the kernel wakes the consumer (default 256 KiB) */
   wakeupBytes?: number;
   /** BTF file to read CO-RE relocations from (tp_btf programs still need the kernel's own BTF) */
@@ -29,11 +35,17 @@ export interface TracerStats {
   lostProcEvents: number;
   /** connections not tracked because the socket map was full */
   untrackedSockets: number;
+  /** UDP datagrams not counted because the UDP flow map was full */
+  uncountedDatagrams: number;
+  /** updates the ring buffer could not take (their bytes go with the next sweep's) */
+  deferredUpdates: number;
+  sweeps: number;
+  sweepErrors: number;
 }
 
 export type RecordsListener = (records: KernelRecord[]) => void;
 
-function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath'>> & { btfPath?: string } {
+function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath'>> & { btfPath?: string; cgroupPath?: string } {
   const ringBytes = o.ringBytes ?? 16 << 20;
   if (!Number.isInteger(ringBytes) || ringBytes < 4096 || ringBytes > 2 ** 31 || (ringBytes & (ringBytes - 1)) !== 0) {
     throw new RangeError(`ringBytes must be a power of two between 4096 and 2^31, got ${ringBytes}`);
@@ -46,8 +58,15 @@ function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath'>> & 
   if (!Number.isInteger(wakeupBytes) || wakeupBytes < 0 || wakeupBytes > ringBytes) {
     throw new RangeError(`wakeupBytes must be between 0 and ringBytes, got ${wakeupBytes}`);
   }
+  const maxUdpFlows = o.maxUdpFlows ?? 65536;
+  if (!Number.isInteger(maxUdpFlows) || maxUdpFlows < 1 || maxUdpFlows > 1 << 24) {
+    throw new RangeError(`maxUdpFlows must be an integer between 1 and 2^24, got ${maxUdpFlows}`);
+  }
+  const sweepMs = o.sweepMs ?? 10_000;
+  if (!Number.isInteger(sweepMs) || sweepMs < 0 || sweepMs > 2 ** 31) throw new RangeError(`sweepMs must be a whole number of ms, got ${sweepMs}`);
   if (o.btfPath !== undefined && typeof o.btfPath !== 'string') throw new TypeError('btfPath must be a string');
-  return { ringBytes, maxSockets, wakeupBytes, btfPath: o.btfPath, sysRoot: o.sysRoot ?? '/sys' };
+  if (o.cgroupPath !== undefined && typeof o.cgroupPath !== 'string') throw new TypeError('cgroupPath must be a string');
+  return { ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath: o.btfPath, cgroupPath: o.cgroupPath, sysRoot: o.sysRoot ?? '/sys' };
 }
 
 /**
@@ -89,8 +108,11 @@ export class Tracer {
       const handle = binding.open({
         ringBytes: o.ringBytes,
         maxSockets: o.maxSockets,
+        maxUdpFlows: o.maxUdpFlows,
         wakeupBytes: o.wakeupBytes,
+        sweepMs: o.sweepMs,
         ...(o.btfPath !== undefined ? { btfPath: o.btfPath } : {}),
+        ...(o.cgroupPath !== undefined ? { cgroupPath: o.cgroupPath } : {}),
       });
       return new Tracer(binding, handle);
     } catch (e) {
@@ -118,7 +140,23 @@ export class Tracer {
     });
   }
 
-  /** Drains what the kernel holds, delivers it, then detaches and frees. */
+  /**
+   * Reports every TCP listener and connection that exists now, with its
+   * owner, and tracks it from here on: in the agent's own network
+   * namespace and in each one `netnsPaths` names (/proc/PID/ns/net, bind
+   * mounts under /run/netns). Call after start(), so the records flow.
+   */
+  snapshot(netnsPaths: string[]): SnapshotResult {
+    if (!this.handle) throw new BpfError('ECLOSED', 'the tracer is closed');
+    return this.binding.snapshot(this.handle, netnsPaths);
+  }
+
+  /** Asks for a sweep now (updates of every open connection and UDP flow that moved bytes). */
+  sweep(): void {
+    if (this.handle) this.binding.requestSweep(this.handle);
+  }
+
+  /** Drains what the kernel holds (after a last sweep), delivers it, then detaches and frees. */
   async stop(): Promise<void> {
     const handle = this.handle;
     if (!handle) return;
@@ -138,6 +176,10 @@ export class Tracer {
       lostConnEvents: k[KernelStat.rbDropConn] ?? 0,
       lostProcEvents: k[KernelStat.rbDropProc] ?? 0,
       untrackedSockets: k[KernelStat.socksFull] ?? 0,
+      uncountedDatagrams: k[KernelStat.udpFull] ?? 0,
+      deferredUpdates: k[KernelStat.rbDropUpdate] ?? 0,
+      sweeps: k[KernelStat.max] ?? 0,
+      sweepErrors: k[KernelStat.max + 1] ?? 0,
     };
   }
 }

@@ -39,6 +39,8 @@ const health = (): Health => ({
   events: { connect: 3 },
   lost: { connection: 0, process: 0 },
   untrackedSockets: 0,
+  uncountedDatagrams: 0,
+  deferredUpdates: 0,
   sinks: [{ name: 'stdout', sent: 5, dropped: 1 }],
   containers: { lookups: 2, unknown: 0, runtimeErrors: 0 },
 });

@@ -20,6 +20,8 @@ const BOOT_OFFSET = { sec: 1_700_000_000, nsec: 250_000_000 };
 function conn(kind: ConnKind, pid: number, over: Partial<ConnRecord> = {}): ConnRecord {
   return {
     kind,
+    proto: 'tcp',
+    existing: false,
     pid,
     tsSec: 5,
     tsNsec: 123,
@@ -45,6 +47,11 @@ function conn(kind: ConnKind, pid: number, over: Partial<ConnRecord> = {}): Conn
     srttUs: 0,
     retransmits: 0,
     oldState: 0,
+    deltaSent: 0,
+    deltaReceived: 0,
+    packetsSent: 0,
+    packetsReceived: 0,
+    deltaRetransmits: 0,
     ...over,
   };
 }

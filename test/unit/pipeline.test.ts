@@ -50,10 +50,10 @@ class Collect implements Sink {
 
 function conn(connId: number, cgroupId: number): ConnRecord {
   return {
-    kind: 'connect', pid: 0, tsSec: 0, tsNsec: 1, tid: 0, uid: 0, ppid: 0, comm: '', ownerKnown: false, startSeen: true,
+    kind: 'connect', proto: 'tcp', pid: 0, tsSec: 0, tsNsec: 1, tid: 0, uid: 0, ppid: 0, comm: '', ownerKnown: false, startSeen: true, existing: false,
     connId, cgroupId, netns: 1, family: 4, direction: 'outbound', localIp: '10.0.0.1', localPort: 1000 + connId,
     remoteIp: '10.0.0.2', remotePort: 80, error: 0, bytesSent: 0, bytesReceived: 0, durationMs: 0, srttUs: 0,
-    retransmits: 0, oldState: 0,
+    retransmits: 0, oldState: 0, deltaSent: 0, deltaReceived: 0, packetsSent: 0, packetsReceived: 0, deltaRetransmits: 0,
   };
 }
 

@@ -26,6 +26,7 @@ import { setImmediate } from 'node:timers/promises';
 
 import type { MetricFamily, MetricsSource } from '../../aggregate/metrics.js';
 import type { ConnectionEvent } from '../../metadata/event.js';
+import { parseDurationMs } from '../../config/duration.js';
 import { ConfigError } from '../../config/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { Sink, SinkStats } from '../sink.js';
@@ -108,10 +109,8 @@ function configError(message: string): never {
 
 /** "10s", "500ms", "1m", "1h", or plain seconds ("15"); fractions allowed. */
 export function parseInterval(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$/.exec(text);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m?.[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  const ms = m ? Math.round(Number(m[1]) * unit) : NaN;
-  if (!m || !Number.isFinite(ms)) {
+  const ms = parseDurationMs(text);
+  if (ms === undefined) {
     configError(`interval must be a duration such as 10s, 500ms, 1m or 15 (seconds), not ${JSON.stringify(text)}`);
   }
   if (ms <= 0 || ms > MAX_INTERVAL_MS) configError(`interval must be more than 0 and at most 1h, not ${JSON.stringify(text)}`);
