@@ -186,6 +186,18 @@ struct {
 	__type(value, __u8);
 } snap_listens SEC(".maps");
 
+/*
+ * Sockets whose failed connect the state path reported: a blocking
+ * connect() then fails too, and its exit must not report it again (the
+ * error path's tcp_disconnect() has zeroed every counter by then).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} failed_socks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CONVIS_STAT_MAX);
@@ -536,6 +548,11 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 					ev->error = ECONNABORTED;
 				bpf_ringbuf_submit(ev, rb_flags());
 			}
+			{
+				__u8 one = 1;
+
+				bpf_map_update_elem(&failed_socks, &key, &one, BPF_ANY);
+			}
 		} else if (oldstate != TCP_SYN_RECV) {
 			/* SYN_RECV->CLOSE is a handshake that never completed */
 			emit_close(tp, si, oldstate, now);
@@ -784,14 +801,22 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	sk = fd_to_sock(fd);
 	if (!sk)
 		return 0;
+	{
+		__u64 key = (__u64)sk;
+
+		/* reported already, when the SYN_SENT socket closed */
+		if (bpf_map_lookup_elem(&failed_socks, &key)) {
+			bpf_map_delete_elem(&failed_socks, &key);
+			return 0;
+		}
+	}
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 	if (proto == IPPROTO_TCP) {
-		/* a failure after the SYN left is the state path's to report */
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE ||
-		    BPF_CORE_READ((struct tcp_sock *)sk, segs_out) != 0)
+		/* still connecting (another thread's connect), or connected */
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
 			return 0;
 	} else if (proto != IPPROTO_UDP) {
 		return 0;

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { FlowTable, FLOW_LABELS } from '../../src/aggregate/flows.js';
+import { ListenerTable } from '../../src/aggregate/listeners.js';
 import { describeMetrics, Registry, renderText, type Health } from '../../src/aggregate/registry.js';
 import type { ConnKind } from '../../src/bpf/decode.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
@@ -29,7 +30,10 @@ function ev(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEve
     cgroupId: 1,
     netns: 1,
     connId: 1,
-    ...(event === 'close' ? { bytesSent: 100, bytesReceived: 7, retransmits: 1, durationMs: 1, srttUs: 1 } : {}),
+    // a close tracked from its start carries its lifetime totals, all of them not reported before
+    ...(event === 'close'
+      ? { bytesSent: 100, bytesReceived: 7, retransmits: 1, bytesSentDelta: 100, bytesReceivedDelta: 7, retransmitsDelta: 1, durationMs: 1, srttUs: 1 }
+      : {}),
     ...(event === 'connect_failed' ? { error: 'ECONNREFUSED' } : {}),
     ...over,
   };
@@ -51,11 +55,94 @@ describe('FlowTable', () => {
     t.add([ev('connect'), ev('close'), ev('connect'), ev('close'), ev('connect_failed')]);
     assert.equal(t.size, 1);
     const [f] = [...t.all()];
-    assert.deepEqual(f!.counters, { connections: 2, connectFailures: 1, bytesSent: 200, bytesReceived: 14, retransmits: 2 });
+    assert.deepEqual(f!.counters, {
+      connections: 2,
+      connectFailures: 1,
+      bytesSent: 200,
+      bytesReceived: 14,
+      retransmits: 2,
+      datagramsSent: 0,
+      datagramsReceived: 0,
+    });
     assert.equal(f!.labels.server_port, '443');
     assert.equal(f!.labels.process, 'curl');
     assert.equal(f!.labels.container_name, 'web');
     assert.deepEqual(Object.keys(f!.labels), [...FLOW_LABELS]);
+  });
+
+  test('a long-lived connection: updates add what moved, the close adds only the rest, never its lifetime totals', () => {
+    const t = new FlowTable();
+    const id = { connId: 77, local: { ip: '10.0.0.1', port: 50000 } };
+    t.add([
+      ev('connect', id),
+      ev('update', { ...id, bytesSent: 1000, bytesReceived: 10, retransmits: 1, durationMs: 10_000, srttUs: 5 }),
+      ev('update', { ...id, bytesSent: 500, bytesReceived: 0, retransmits: 0, durationMs: 20_000, srttUs: 5 }),
+      ev('close', { ...id, bytesSent: 1600, bytesReceived: 15, retransmits: 2, bytesSentDelta: 100, bytesReceivedDelta: 5, retransmitsDelta: 1 }),
+    ]);
+    const [f] = [...t.all()];
+    assert.equal(f!.counters.bytesSent, 1600);
+    assert.equal(f!.counters.bytesReceived, 15);
+    assert.equal(f!.counters.retransmits, 2);
+    assert.equal(f!.counters.connections, 1);
+  });
+
+  test('a connection older than the agent: not a new connection, and what moved before the agent started is not counted', () => {
+    const t = new FlowTable();
+    t.add([
+      ev('connect', { existing: true, bytesSent: 5_000_000, bytesReceived: 3 }),
+      ev('update', { bytesSent: 10, bytesReceived: 20 }),
+      ev('close', { bytesSent: 5_000_030, bytesReceived: 23, bytesSentDelta: 20, bytesReceivedDelta: 0, retransmitsDelta: 0 }),
+    ]);
+    const [f] = [...t.all()];
+    assert.equal(f!.counters.connections, 0);
+    assert.equal(f!.counters.bytesSent, 30);
+    assert.equal(f!.counters.bytesReceived, 20);
+  });
+
+  test('UDP flows are kept apart from TCP ones with the same labels and count datagrams', () => {
+    const t = new FlowTable();
+    const udp = { proto: 'udp' as const, remote: { ip: '10.0.0.2', port: 53 } };
+    t.add([
+      ev('update', { ...udp, bytesSent: 40, bytesReceived: 120, datagramsSent: 1, datagramsReceived: 1 }),
+      ev('update', { ...udp, bytesSent: 80, bytesReceived: 0, datagramsSent: 2, datagramsReceived: 0 }),
+      ev('update', { remote: { ip: '10.0.0.2', port: 53 }, bytesSent: 7, bytesReceived: 0 }),
+    ]);
+    assert.equal(t.size, 2);
+    const u = [...t.all()].find((f) => f.proto === 'udp')!;
+    assert.deepEqual(
+      { s: u.counters.bytesSent, r: u.counters.bytesReceived, ds: u.counters.datagramsSent, dr: u.counters.datagramsReceived },
+      { s: 120, r: 120, ds: 3, dr: 1 },
+    );
+    assert.equal(u.labels.server_port, '53');
+    const families = new Registry({ flows: t, health, node: 'n1' }).collect();
+    const value = (name: string) => families.find((f) => f.name === name)!.samples.map((s) => s.value);
+    assert.deepEqual(value('convis_udp_datagrams_sent_total'), [3]);
+    assert.deepEqual(value('convis_udp_bytes_received_total'), [120]);
+    assert.deepEqual(value('convis_tcp_bytes_sent_total'), [7], 'the TCP family has the TCP flow only');
+  });
+
+  test('listen and unlisten events make and remove convis_tcp_listen_info; listeners are not flows', () => {
+    const flows = new FlowTable();
+    const listeners = new ListenerTable({ maxListeners: 2 });
+    const l = (connId: number, port: number, event: 'listen' | 'unlisten' = 'listen') =>
+      ev(event, { connId, direction: 'inbound', remote: null, local: { ip: '0.0.0.0', port } });
+    const all = [l(1, 80), l(2, 443, 'listen'), l(3, 8080)];
+    flows.add(all);
+    listeners.add(all);
+    assert.equal(flows.size, 0);
+    assert.equal(listeners.size, 2);
+    assert.equal(listeners.refused, 1, 'the third is over the cap: counted, not kept');
+    const info = () =>
+      new Registry({ flows, listeners, health, node: 'n1' }).collect().find((f) => f.name === 'convis_tcp_listen_info')!.samples;
+    assert.deepEqual(
+      info().map((s) => [s.labels.listen_ip, s.labels.listen_port, s.labels.process, s.value]),
+      [
+        ['0.0.0.0', '80', 'curl', 1],
+        ['0.0.0.0', '443', 'curl', 1],
+      ],
+    );
+    listeners.add([l(1, 80, 'unlisten')]);
+    assert.deepEqual(info().map((s) => s.labels.listen_port), ['443']);
   });
 
   test('inbound flows are keyed by the local (server) port and the remote client IP', () => {

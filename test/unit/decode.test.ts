@@ -18,6 +18,8 @@ interface Facts {
   uid: number;
   exchanges: { host: string; server_port: number; client_port: number; client_sends: number; server_sends: number }[];
   refused: { port: number; errno: number };
+  long: { server_port: number; client_port: number; parts: number[] };
+  udp: { server_port: number; client_port: number; datagrams: number; size: number; answer: number };
   records: number;
 }
 
@@ -33,7 +35,7 @@ test('every captured record decodes, none malformed', () => {
 
 test('each exchange: connect, accept and two closes with ports, owner and exact bytes', () => {
   const { records } = decodeBatch(raw, facts.records);
-  const conns = records.filter((r): r is ConnRecord => r.kind !== 'exec' && r.kind !== 'exit' && r.kind !== 'fork');
+  const conns = records.filter((r): r is ConnRecord => r.kind !== 'exec' && r.kind !== 'exit' && r.kind !== 'fork' && r.kind !== 'sweep');
   for (const x of facts.exchanges) {
     const out = conns.filter((r) => r.direction === 'outbound' && r.localPort === x.client_port && r.remotePort === x.server_port);
     const inb = conns.filter((r) => r.direction === 'inbound' && r.localPort === x.server_port && r.remotePort === x.client_port);
@@ -71,6 +73,79 @@ test('the refused connect decodes as connect_failed with errno 111', () => {
   assert.equal(failed[0]!.localIp, '127.0.0.1');
 });
 
+const connRecords = () => decodeBatch(raw, facts.records).records.filter((r): r is ConnRecord => 'connId' in r);
+
+test('a connection open across sweeps: updates carry what moved since the previous report, the close the rest and the lifetime totals', () => {
+  const l = facts.long;
+  const total = l.parts.reduce((a, b) => a + b, 0);
+  const side = (dir: string, local: number, remote: number) =>
+    connRecords().filter((r) => r.direction === dir && r.localPort === local && r.remotePort === remote);
+  for (const [dir, local, remote, sent, received] of [
+    ['outbound', l.client_port, l.server_port, total, 0],
+    ['inbound', l.server_port, l.client_port, 0, total],
+  ] as const) {
+    const rs = side(dir, local, remote);
+    const updates = rs.filter((r) => r.kind === 'update');
+    const close = rs.find((r) => r.kind === 'close')!;
+    // the two parts are 0.6 s apart and sweeps run every 0.2 s: each part is reported while open
+    assert.ok(updates.length >= 2, `${dir}: ${updates.length} updates`);
+    for (const u of updates) {
+      assert.equal(u.proto, 'tcp');
+      assert.equal(u.pid, facts.pid);
+      assert.ok(u.deltaSent + u.deltaReceived > 0, 'an update is made only when bytes moved');
+    }
+    const moved = (which: 'deltaSent' | 'deltaReceived') => updates.reduce((a, u) => a + u[which], 0) + close[which];
+    assert.equal(moved('deltaSent'), sent, `${dir}: every byte sent in exactly one report`);
+    assert.equal(moved('deltaReceived'), received, `${dir}: every byte received in exactly one report`);
+    assert.equal(close.bytesSent, sent, `${dir}: lifetime total sent`);
+    assert.equal(close.bytesReceived, received, `${dir}: lifetime total received`);
+    // the first part is reported on its own: an update that carries exactly it
+    const first = dir === 'outbound' ? updates[0]!.deltaSent : updates[0]!.deltaReceived;
+    assert.equal(first, l.parts[0]);
+    assert.ok(new Set(rs.map((r) => r.connId)).size === 1, 'one conn_id for all of it');
+  }
+});
+
+test('UDP: datagrams and bytes each way per socket and remote endpoint, connected or not', () => {
+  const u = facts.udp;
+  const rs = connRecords().filter((r) => r.proto === 'udp');
+  const client = rs.filter((r) => r.localPort === u.client_port && r.remotePort === u.server_port);
+  const server = rs.filter((r) => r.localPort === u.server_port && r.remotePort === u.client_port);
+  const sum = (list: ConnRecord[], k: 'deltaSent' | 'deltaReceived' | 'packetsSent' | 'packetsReceived') => list.reduce((a, r) => a + r[k], 0);
+  assert.ok(client.length >= 1 && server.length >= 1);
+  for (const r of [...client, ...server]) {
+    assert.equal(r.kind, 'update');
+    assert.equal(r.pid, facts.pid);
+    assert.equal(r.remoteIp, '127.0.0.1');
+    assert.equal(r.bytesSent, r.deltaSent, 'UDP updates carry deltas in both fields');
+  }
+  // the client sent first: outbound; the server received first: inbound
+  assert.ok(client.every((r) => r.direction === 'outbound'));
+  assert.ok(server.every((r) => r.direction === 'inbound'));
+  assert.equal(sum(client, 'packetsSent'), u.datagrams);
+  assert.equal(sum(client, 'deltaSent'), u.datagrams * u.size);
+  assert.equal(sum(client, 'packetsReceived'), 1);
+  assert.equal(sum(client, 'deltaReceived'), u.answer);
+  assert.equal(sum(server, 'packetsReceived'), u.datagrams);
+  assert.equal(sum(server, 'deltaReceived'), u.datagrams * u.size);
+  assert.equal(sum(server, 'packetsSent'), 1);
+  assert.equal(sum(server, 'deltaSent'), u.answer);
+});
+
+test('listeners: listen and unlisten of each server socket', () => {
+  const rs = connRecords();
+  for (const port of [...facts.exchanges.map((x) => x.server_port), facts.long.server_port]) {
+    const kinds = rs.filter((r) => r.localPort === port && (r.kind === 'listen' || r.kind === 'unlisten')).map((r) => r.kind);
+    assert.deepEqual(kinds, ['listen', 'unlisten'], `listener on ${port}`);
+  }
+});
+
+test('sweep ends carry increasing sequence numbers', () => {
+  const seqs = decodeBatch(raw, facts.records).records.flatMap((r) => (r.kind === 'sweep' ? [r.seq] : []));
+  assert.ok(seqs.length >= 3, `${seqs.length} sweeps`);
+  for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!);
+});
+
 test('process records: fork, exec with argv, exit', () => {
   const { records } = decodeBatch(raw, facts.records);
   const mine = records.filter((r) => r.pid === facts.pid);
@@ -100,7 +175,7 @@ test('a truncated or unknown record is counted as malformed, not thrown', () => 
   assert.deepEqual(decodeBatch(one, 1), { records: [], malformed: 1 });
   const short = Buffer.alloc(RECORD_HEADER + Header.size);
   short.writeUInt32LE(Header.size, 0);
-  short.writeUInt16LE(18, RECORD_HEADER + Header.type); // a close needs 144 bytes
+  short.writeUInt16LE(18, RECORD_HEADER + Header.type); // a close needs 176 bytes
   assert.equal(decodeBatch(short, 1).malformed, 1);
   const lying = Buffer.alloc(16);
   lying.writeUInt32LE(4096, 0); // claims more bytes than the batch holds

@@ -21,7 +21,7 @@ import {
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { repoRoot } from '../helpers/paths.js';
 import { FakeNewRelic, MAX_BODY_BYTES, MAX_EVENTS_PER_POST } from '../helpers/newrelic-server.js';
-import { sampleEvent, sampleProcess } from '../helpers/events.js';
+import { sampleEvent, sampleProcess, udpUpdate } from '../helpers/events.js';
 
 const ACCOUNT = '1234567';
 const KEY = 'NRII-s3cr3t-Insert-KEY-0123456789ab';
@@ -124,6 +124,27 @@ describe('toNewRelicEvent', () => {
     assert.equal('error' in o, false);
   });
 
+  test('close: what was not reported before, for exact sums of update and close', () => {
+    const o = toNewRelicEvent(ev('close'));
+    assert.equal(o['bytes.tx.delta'], 20);
+    assert.equal(o['bytes.rx.delta'], 96);
+  });
+
+  test('update: what moved since the previous report; UDP with datagrams, TCP with srtt', () => {
+    const t = toNewRelicEvent(ev('update'));
+    assert.deepEqual([t.event, t.proto, t['bytes.tx'], t['bytes.rx'], t['srtt.us'], t.retransmits], ['update', 'tcp', 100, 4000, 250, 1]);
+    const u = toNewRelicEvent(ev('update', udpUpdate));
+    assert.deepEqual([u.proto, u['bytes.tx'], u['bytes.rx'], u['datagrams.tx'], u['datagrams.rx']], ['udp', 40, 120, 1, 1]);
+    for (const k of ['srtt.us', 'retransmits', 'duration.ms', 'bytes.tx.delta']) assert.equal(k in u, false, k);
+  });
+
+  test('listen: no remote, and the listener is the destination', () => {
+    const o = toNewRelicEvent(ev('listen', { existing: true }));
+    assert.equal(o.existing, 1);
+    assert.equal(o['destination.ip'], '10.0.0.1');
+    for (const k of ['remote.ip', 'remote.port', 'source.ip', 'source.port']) assert.equal(k in o, false, k);
+  });
+
   test('connect_failed: the errno name, no close fields', () => {
     const o = toNewRelicEvent(ev('connect_failed', { error: 'ETIMEDOUT' }));
     assert.equal(o.error, 'ETIMEDOUT');
@@ -203,6 +224,8 @@ describe('toNewRelicEvent', () => {
         remotePod: { name: 'q', namespace: 'ns' },
       }),
       ev('connect_failed'),
+      ev('update', udpUpdate),
+      ev('accept', { existing: true, bytesSent: 1, bytesReceived: 2 }),
     ];
     const emitted = new Set(full.flatMap((e) => Object.keys(toNewRelicEvent(e))));
     assert.deepEqual([...emitted].sort(), Object.keys(NEW_RELIC_ATTRIBUTES).sort());

@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import type { ConnKind } from '../../src/bpf/decode.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
 import { StdoutSink, toJsonLine, toJsonObject, toTextLine, writeTextLine } from '../../src/sinks/stdout.js';
 import { ByteWriter } from '../../src/util/byte-writer.js';
-import { sampleEvent, sampleProcess } from '../helpers/events.js';
+import { sampleEvent, sampleProcess, udpUpdate } from '../helpers/events.js';
 
 const TIME = '2023-11-14T22:13:20.123456789Z';
 
@@ -19,20 +18,41 @@ const proc = sampleProcess;
 const ev = sampleEvent;
 
 const BASE_KEYS = ['time', 'event', 'proto', 'direction', 'local', 'remote', 'process', 'container', 'pod', 'node', 'cgroup_id', 'netns', 'conn_id'];
-const CLOSE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits'];
+const CLOSE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits', 'bytes_sent_delta', 'bytes_received_delta', 'retransmits_delta'];
+const TCP_UPDATE_KEYS = ['bytes_sent', 'bytes_received', 'duration_ms', 'srtt_us', 'retransmits'];
+const UDP_UPDATE_KEYS = ['bytes_sent', 'bytes_received', 'datagrams_sent', 'datagrams_received'];
 
 describe('toJsonObject', () => {
-  const keyCases: { event: ConnKind; keys: string[] }[] = [
-    { event: 'connect', keys: BASE_KEYS },
-    { event: 'accept', keys: BASE_KEYS },
-    { event: 'close', keys: [...BASE_KEYS, ...CLOSE_KEYS] },
-    { event: 'connect_failed', keys: [...BASE_KEYS, 'error'] },
+  const keyCases: { name: string; e: ConnectionEvent; keys: string[] }[] = [
+    { name: 'connect', e: ev('connect'), keys: BASE_KEYS },
+    { name: 'accept', e: ev('accept'), keys: BASE_KEYS },
+    { name: 'close', e: ev('close'), keys: [...BASE_KEYS, ...CLOSE_KEYS] },
+    { name: 'connect_failed', e: ev('connect_failed'), keys: [...BASE_KEYS, 'error'] },
+    { name: 'update (tcp)', e: ev('update'), keys: [...BASE_KEYS, ...TCP_UPDATE_KEYS] },
+    { name: 'update (udp)', e: ev('update', udpUpdate), keys: [...BASE_KEYS, ...UDP_UPDATE_KEYS] },
+    { name: 'listen', e: ev('listen'), keys: BASE_KEYS },
+    { name: 'unlisten', e: ev('unlisten'), keys: BASE_KEYS },
+    { name: 'existing accept', e: ev('accept', { existing: true, bytesSent: 5, bytesReceived: 6 }), keys: [...BASE_KEYS, 'existing', 'bytes_sent', 'bytes_received'] },
+    { name: 'existing listen', e: ev('listen', { existing: true }), keys: [...BASE_KEYS, 'existing'] },
   ];
   for (const c of keyCases) {
-    test(`${c.event}: exactly the documented keys, in order`, () => {
-      assert.deepEqual(Object.keys(toJsonObject(ev(c.event))), c.keys);
+    test(`${c.name}: exactly the documented keys, in order`, () => {
+      assert.deepEqual(Object.keys(toJsonObject(c.e)), c.keys);
     });
   }
+
+  test('listen: the remote is null, the direction inbound', () => {
+    const o = JSON.parse(JSON.stringify(toJsonObject(ev('listen'))));
+    assert.equal(o.remote, null);
+    assert.equal(o.direction, 'inbound');
+  });
+
+  test('update: what moved since the previous report; UDP with datagrams', () => {
+    const t = toJsonObject(ev('update'));
+    assert.deepEqual([t.bytes_sent, t.bytes_received, t.retransmits], [100, 4000, 1]);
+    const u = toJsonObject(ev('update', udpUpdate));
+    assert.deepEqual([u.proto, u.bytes_sent, u.bytes_received, u.datagrams_sent, u.datagrams_received], ['udp', 40, 120, 1, 1]);
+  });
 
   test('connect: values, through JSON', () => {
     const got = JSON.parse(JSON.stringify(toJsonObject(ev('connect'))));
@@ -61,6 +81,9 @@ describe('toJsonObject', () => {
     assert.equal(o.duration_ms, 12.5);
     assert.equal(o.srtt_us, 250);
     assert.equal(o.retransmits, 2);
+    assert.equal(o.bytes_sent_delta, 20);
+    assert.equal(o.bytes_received_delta, 96);
+    assert.equal(o.retransmits_delta, 1);
   });
 
   test('connect_failed: the error name', () => {
@@ -74,7 +97,16 @@ describe('toJsonObject', () => {
   });
 
   test('fields of another kind are not emitted', () => {
-    const stray = { bytesSent: 1, bytesReceived: 2, durationMs: 3, srttUs: 4, retransmits: 5, error: 'EPIPE' };
+    const stray = {
+      bytesSent: 1,
+      bytesReceived: 2,
+      durationMs: 3,
+      srttUs: 4,
+      retransmits: 5,
+      error: 'EPIPE',
+      bytesSentDelta: 6,
+      datagramsSent: 7,
+    };
     assert.deepEqual(Object.keys(toJsonObject(ev('connect', stray))), BASE_KEYS);
     assert.deepEqual(Object.keys(toJsonObject(ev('close', { error: 'EPIPE' }))), [...BASE_KEYS, ...CLOSE_KEYS]);
     assert.deepEqual(Object.keys(toJsonObject(ev('connect_failed', { bytesSent: 1 }))), [...BASE_KEYS, 'error']);
@@ -111,6 +143,26 @@ describe('toTextLine', () => {
       want: `${TIME} connect_failed tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="curl" error=ECONNREFUSED cmd="curl -s http://10.0.0.2/"`,
     },
     {
+      name: 'update: what moved since the previous line',
+      e: ev('update'),
+      want: `${TIME} update         tcp 10.0.0.1:51000 -> 10.0.0.2:80 pid=4242 comm="curl" sent=100 received=4000 cmd="curl -s http://10.0.0.2/"`,
+    },
+    {
+      name: 'UDP update with datagrams',
+      e: ev('update', { ...udpUpdate, process: null }),
+      want: `${TIME} update         udp 10.0.0.1:51000 -> 10.0.0.53:53 pid=? comm=? sent=40 received=120 datagrams_sent=1 datagrams_received=1`,
+    },
+    {
+      name: 'listen: no arrow, no remote',
+      e: ev('listen', { process: null, local: { ip: '::', port: 8080 } }),
+      want: `${TIME} listen         tcp [::]:8080 pid=? comm=?`,
+    },
+    {
+      name: 'an accept older than the agent',
+      e: ev('accept', { existing: true, process: null, bytesSent: 1, bytesReceived: 2 }),
+      want: `${TIME} accept         tcp 10.0.0.1:51000 <- 10.0.0.2:80 pid=? comm=? existing`,
+    },
+    {
       name: 'unknown process',
       e: ev('accept', { direction: 'inbound', process: null }),
       want: `${TIME} accept         tcp 10.0.0.1:51000 <- 10.0.0.2:80 pid=? comm=?`,
@@ -139,6 +191,10 @@ describe('toTextLine', () => {
       ev('close', { process: p, container: named, pod, durationMs: 0.0015, bytesSent: 2 ** 40 }),
       ev('connect_failed', { process: null, container: named }),
       ev('accept', { direction: 'inbound', process: null }),
+      ev('update', { process: p, container: named, pod }),
+      ev('update', { ...udpUpdate, process: p }),
+      ev('listen', { process: p, container: named, existing: true }),
+      ev('unlisten', { process: null }),
     ];
     for (const e of events) assert.equal(textBytes(e), `${toTextLine(e)}\n`);
   });
@@ -258,9 +314,15 @@ describe('StdoutSink', () => {
 describe('toJsonLine (the fast path)', () => {
   test('is the same JSON as JSON.stringify(toJsonObject(e)) for every kind and odd strings', () => {
     const odd = { pid: 7, ppid: 1, uid: 0, comm: 'we"ird\\name', cmd: 'sh -c "echo \u00e9\n\t"', exe: '/bin/\u2028sh' };
-    for (const kind of ['connect', 'accept', 'close', 'connect_failed'] as const) {
+    const kinds: [string, ConnectionEvent][] = [
+      ...(['connect', 'accept', 'close', 'connect_failed', 'update', 'listen', 'unlisten'] as const).map((k): [string, ConnectionEvent] => [k, ev(k)]),
+      ['udp update', ev('update', udpUpdate)],
+      ['existing connect', ev('connect', { existing: true, bytesSent: 3, bytesReceived: 2 ** 40 })],
+      ['existing listen', ev('listen', { existing: true })],
+    ];
+    for (const [kind, base] of kinds) {
       for (const process of [odd, null]) {
-        const e = { ...ev(kind), process, node: 'n"ode\u0001' };
+        const e = { ...base, process, node: 'n"ode\u0001' };
         assert.equal(toJsonLine(e), JSON.stringify(toJsonObject(e)), `${kind} ${process ? 'with' : 'without'} process`);
         assert.deepEqual(JSON.parse(toJsonLine(e)), JSON.parse(JSON.stringify(toJsonObject(e))));
       }
