@@ -7,9 +7,14 @@
  * agent it records the connections the workload made against the events the
  * agent reported, events lost, the workload's rate relative to the median rate
  * without the agent, the agent's CPU time per 1,000 connections and its peak
- * RSS. Results are printed and written to build/bench-results.json.
+ * RSS. A third phase moves 4 GiB over one loopback connection with iperf3
+ * (from Debian), alone and with the agent, and checks that the agent reports
+ * the connection's bytes exactly. With --compare PATH, every pair also runs
+ * another build of the agent (e.g. a checkout of an earlier commit), so two
+ * builds are measured in the same run. Results are printed and written to
+ * build/bench-results.json.
  *
- * Usage: node dist/bench/bench.js [--pairs N] [--seconds S] [--quick] [--agent PATH]
+ * Usage: node dist/bench/bench.js [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH]
  * (or npm run bench -- ...). Must run as root: the agent loads eBPF programs.
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
@@ -49,11 +54,19 @@ const REFERENCES: ReadonlyArray<{ name: string; ratio: number }> = [
 const TARGET_MAX_RATIO = 0.75;
 /** "1.00" at two decimals */
 const TARGET_PACED_RATIO = 0.995;
+/** the bulk transfer keeps this share of its throughput with the agent */
+const TARGET_BULK_RATIO = 0.97;
+/** bytes the bulk transfer moves over one connection */
+const BULK_BYTES = 4 * 2 ** 30;
+/** the largest drop in the max-churn ratio allowed against a --compare build */
+const TARGET_COMPARE_DROP = 0.02;
 
 interface Options {
   pairs: number;
   seconds: number;
   agent: string;
+  /** another agent build, measured in the same pairs */
+  compare?: string;
 }
 
 interface ChurnResult {
@@ -77,9 +90,12 @@ interface AgentMeasure {
   otherConnects: number;
 }
 
+/** which agent a run had: none, this build, or the --compare one */
+type Who = 'alone' | 'agent' | 'compare';
+
 interface Run {
   pair: number;
-  agent: boolean;
+  who: Who;
   churn: ChurnResult;
   /** only for runs with the agent */
   measure?: AgentMeasure;
@@ -166,7 +182,7 @@ async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | un
 // ---- options ----
 
 function parseOptions(argv: string[]): Options {
-  const usage = 'usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH]  (env: BENCH_PAIRS, BENCH_SECONDS)';
+  const usage = 'usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH]  (env: BENCH_PAIRS, BENCH_SECONDS)';
   const positive = (name: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || !Number.isFinite(n) || n <= 0) throw new Error(`bad value for ${name}: ${value ?? '(none)'}\n${usage}`);
@@ -176,6 +192,7 @@ function parseOptions(argv: string[]): Options {
   let seconds: number | undefined = process.env.BENCH_SECONDS ? positive('BENCH_SECONDS', process.env.BENCH_SECONDS) : undefined;
   let quick = false;
   let agent = join(ROOT, 'bin', 'convis');
+  let compare: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     switch (arg) {
@@ -194,6 +211,12 @@ function parseOptions(argv: string[]): Options {
         agent = resolve(path);
         break;
       }
+      case '--compare': {
+        const path = argv[++i];
+        if (!path) throw new Error(`--compare needs a path\n${usage}`);
+        compare = resolve(path);
+        break;
+      }
       case '-h':
       case '--help':
         process.stdout.write(`${usage}\n`);
@@ -204,7 +227,7 @@ function parseOptions(argv: string[]): Options {
     }
   }
   // explicit values win over --quick
-  return { pairs: Math.floor(pairs ?? (quick ? 2 : 3)), seconds: seconds ?? (quick ? 5 : 20), agent };
+  return { pairs: Math.floor(pairs ?? (quick ? 2 : 3)), seconds: seconds ?? (quick ? 5 : 20), agent, ...(compare ? { compare } : {}) };
 }
 
 // ---- the workload ----
@@ -281,12 +304,13 @@ class Agent {
   private summary: Summary | undefined;
   private readonly ready: Promise<void>;
 
-  constructor(entry: string) {
-    const devNull = openSync('/dev/null', 'w');
+  /** `out`: where its JSON lines go (default /dev/null) */
+  constructor(entry: string, out = '/dev/null') {
+    const fd = openSync(out, 'w');
     try {
-      this.proc = start(process.execPath, [entry, '--sink', 'stdout,format=json'], { cwd: ROOT, stdio: ['ignore', devNull, 'pipe'] });
+      this.proc = start(process.execPath, [entry, '--sink', 'stdout,format=json'], { cwd: ROOT, stdio: ['ignore', fd, 'pipe'] });
     } finally {
-      closeSync(devNull);
+      closeSync(fd);
     }
     let resolveReady: () => void = () => undefined;
     this.ready = new Promise((resolve) => (resolveReady = resolve));
@@ -345,9 +369,9 @@ class Agent {
   }
 }
 
-async function runWithAgent(opts: Options, rate: number): Promise<{ churn: ChurnResult; measure: AgentMeasure }> {
+async function runWithAgent(entry: string, opts: Options, rate: number): Promise<{ churn: ChurnResult; measure: AgentMeasure }> {
   const opensBefore = activeOpens();
-  const agent = new Agent(opts.agent);
+  const agent = new Agent(entry);
   await agent.waitReady();
   const cpuAtReady = cpuMs(agent.livePid());
   const churn = await runChurn(rate, opts.seconds);
@@ -360,6 +384,78 @@ async function runWithAgent(opts: Options, rate: number): Promise<{ churn: Churn
   return { churn, measure: { summary, cpuMs: cpu, peakRssKiB: peak, otherConnects } };
 }
 
+// ---- the bulk transfer ----
+
+interface BulkResult {
+  /** payload bytes per second, as the receiving iperf3 counted them */
+  rate: number;
+  bytes: number;
+}
+
+interface BulkRun {
+  pair: number;
+  who: Who;
+  bulk: BulkResult;
+  /** bytes_sent of the agent's close event of the data connection (undefined: no such event) */
+  reported?: number;
+}
+
+/** One iperf3 client moving BULK_BYTES to a one-off iperf3 server over loopback. */
+async function runBulk(): Promise<BulkResult> {
+  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const server = start('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', port], { stdio: 'ignore' });
+  await sleep(300);
+  const client = start('iperf3', ['-c', '127.0.0.1', '-p', port, '-n', String(BULK_BYTES), '-J'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  client.child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exit = await within(client.closed, 120_000);
+  await within(server.closed, 5_000);
+  server.child.kill('SIGKILL');
+  if (!exit || exit.code !== 0) throw new Error(`iperf3 failed: ${out.slice(-500)}`);
+  const end = (JSON.parse(out) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
+  return { rate: end.bytes / end.seconds, bytes: end.bytes };
+}
+
+/** The bulk transfer with an agent running; the agent's close event of the data connection. */
+async function runBulkWithAgent(entry: string): Promise<{ bulk: BulkResult; reported?: number }> {
+  const out = join(ROOT, 'build', 'bench-bulk-events.json');
+  const agent = new Agent(entry, out);
+  await agent.waitReady();
+  const bulk = await runBulk();
+  await sleep(DRAIN_MS);
+  await agent.stop();
+  // the data connection is the one close whose bytes are in the GiB
+  let reported: number | undefined;
+  for (const line of readFileSync(out, 'utf8').split('\n')) {
+    if (!line.includes('"event":"close"')) continue;
+    const e = JSON.parse(line) as { direction: string; bytes_sent: number };
+    if (e.direction === 'outbound' && e.bytes_sent >= 2 ** 30) reported = e.bytes_sent;
+  }
+  return { bulk, ...(reported !== undefined ? { reported } : {}) };
+}
+
+interface BulkSummary {
+  aloneRate: number;
+  ratio: number;
+  compareRatio: number;
+  /** runs whose close event had the exact bytes iperf3 moved */
+  exact: number;
+  runs: number;
+}
+
+function summarizeBulk(runs: BulkRun[]): BulkSummary {
+  const alone = median(runs.filter((r) => r.who === 'alone').map((r) => r.bulk.rate));
+  const ratio = (who: Who) => median(runs.filter((r) => r.who === who).map((r) => r.bulk.rate / alone));
+  const withAgent = runs.filter((r) => r.who !== 'alone');
+  return {
+    aloneRate: alone,
+    ratio: ratio('agent'),
+    compareRatio: ratio('compare'),
+    exact: withAgent.filter((r) => r.reported === r.bulk.bytes).length,
+    runs: withAgent.length,
+  };
+}
+
 // ---- figures ----
 
 function median(values: number[]): number {
@@ -370,7 +466,7 @@ function median(values: number[]): number {
 }
 
 function aloneMedian(phase: Phase): number {
-  return median(phase.runs.filter((r) => !r.agent).map((r) => r.churn.rate));
+  return median(phase.runs.filter((r) => r.who === 'alone').map((r) => r.churn.rate));
 }
 
 function stats(run: Run, baseline: number): RunStats | undefined {
@@ -409,7 +505,7 @@ function phaseTable(phase: Phase): string {
   for (const run of phase.runs) {
     const s = stats(run, baseline);
     rows.push([
-      `pair ${run.pair} ${run.agent ? 'with agent' : 'alone'}`,
+      `pair ${run.pair} ${run.who === 'alone' ? 'alone' : run.who === 'agent' ? 'with agent' : 'with --compare agent'}`,
       int(run.churn.connections),
       int(run.churn.failed),
       s ? int(s.otherConnects) : '',
@@ -445,9 +541,12 @@ interface PhaseSummary {
   peakRssMiB: number;
 }
 
-function summarize(phase: Phase): PhaseSummary {
+function summarize(phase: Phase, who: Who = 'agent'): PhaseSummary {
   const baseline = aloneMedian(phase);
-  const all = phase.runs.map((r) => stats(r, baseline)).filter((s): s is RunStats => s !== undefined);
+  const all = phase.runs
+    .filter((r) => r.who === who)
+    .map((r) => stats(r, baseline))
+    .filter((s): s is RunStats => s !== undefined);
   const med = (pick: (s: RunStats) => number): number => median(all.map(pick));
   return {
     name: phase.name,
@@ -471,9 +570,21 @@ interface Target {
   value: string;
 }
 
-function targets(max: PhaseSummary, paced: PhaseSummary): Target[] {
+function targets(max: PhaseSummary, paced: PhaseSummary, bulk: BulkSummary, compareMax: PhaseSummary | undefined): Target[] {
   const lowest = Math.min(max.lowestConnectPct, paced.lowestConnectPct);
+  const drop = compareMax ? compareMax.ratio - max.ratio : NaN;
   return [
+    ...(compareMax
+      ? [
+          {
+            target: `max-churn ratio at most ${TARGET_COMPARE_DROP.toFixed(2)} below the --compare build's, same run`,
+            met: drop <= TARGET_COMPARE_DROP,
+            value: `${fixed(max.ratio, 3)} vs ${fixed(compareMax.ratio, 3)} (${drop > 0 ? '-' : '+'}${fixed(Math.abs(drop), 3)})`,
+          },
+        ]
+      : []),
+    { target: `bulk transfer rate ratio >= ${TARGET_BULK_RATIO.toFixed(2)}`, met: bulk.ratio >= TARGET_BULK_RATIO, value: `median ${fixed(bulk.ratio, 3)}` },
+    { target: 'bulk transfer bytes reported exactly at close', met: bulk.exact === bulk.runs, value: `${bulk.exact} of ${bulk.runs} runs` },
     { target: '100% of connections reported (connect events), every run at both rates', met: lowest >= 100, value: `lowest ${percent(lowest)}` },
     { target: '0 events lost at both rates', met: max.lost === 0 && paced.lost === 0, value: `${int(max.lost)} at max churn, ${int(paced.lost)} paced` },
     { target: `rate ratio >= ${TARGET_MAX_RATIO.toFixed(2)} at max churn`, met: max.ratio >= TARGET_MAX_RATIO, value: `median ${fixed(max.ratio, 2)}` },
@@ -481,8 +592,22 @@ function targets(max: PhaseSummary, paced: PhaseSummary): Target[] {
   ];
 }
 
-function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, goals: Target[]): string {
+function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, bulk: BulkSummary, compare: { max: PhaseSummary; paced: PhaseSummary } | undefined, goals: Target[]): string {
   const line = (label: string, f: (s: PhaseSummary) => string): string[] => [label, f(max), f(paced)];
+  const compareLines = compare
+    ? [
+        ['rate ratio, --compare build', fixed(compare.max.ratio, 2), fixed(compare.paced.ratio, 2)],
+        ['--compare build CPU per 1,000 connections, ms', fixed(compare.max.cpuMsPer1k, 1), fixed(compare.paced.cpuMsPer1k, 1)],
+        ['--compare build peak RSS, MiB', fixed(compare.max.peakRssMiB, 1), fixed(compare.paced.peakRssMiB, 1)],
+      ]
+    : [];
+  const bulkTable = table([
+    [`bulk transfer: ${int(BULK_BYTES / 2 ** 30)} GiB over one loopback connection (iperf3), medians`, ''],
+    ['  alone, MB/s', int(bulk.aloneRate / 1e6)],
+    ['  rate ratio with the agent', fixed(bulk.ratio, 3)],
+    ...(compare ? [['  rate ratio with the --compare build', fixed(bulk.compareRatio, 3)]] : []),
+    ['  runs whose close event had the exact bytes', `${bulk.exact} of ${bulk.runs}`],
+  ]);
   const summary = table([
     [`medians over ${plural(pairs, 'pair')}`, 'max churn', `paced ${int(PACED_RATE)}/s`],
     line('workload alone, conn/s', (s) => int(s.aloneRate)),
@@ -494,6 +619,7 @@ function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, goals: Ta
     line('events lost (sum of runs)', (s) => int(s.lost)),
     line('agent CPU per 1,000 connections, ms', (s) => fixed(s.cpuMsPer1k, 1)),
     line('agent peak RSS, MiB', (s) => fixed(s.peakRssMiB, 1)),
+    ...compareLines,
   ]);
   const refs = table([
     ['rate ratio at max churn (paired runs, medians)', ''],
@@ -501,7 +627,7 @@ function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, goals: Ta
     ['  convis (this run)', fixed(max.ratio, 2)],
   ]);
   const goalLines = goals.map((g) => `  ${g.met ? '[met]   ' : '[missed]'} ${g.target}: ${g.value}`).join('\n');
-  return `${summary}\n\n${refs}\n\ntargets:\n${goalLines}`;
+  return `${summary}\n\n${bulkTable}\n\n${refs}\n\ntargets:\n${goalLines}`;
 }
 
 function stageReport(s: StageCosts): string {
@@ -524,11 +650,14 @@ async function main(): Promise<void> {
   }
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(opts.agent)) throw new Error(`no agent at ${opts.agent} (build convis first, or pass --agent PATH)`);
+  if (opts.compare && !existsSync(opts.compare)) throw new Error(`no agent at ${opts.compare} (--compare)`);
   buildChurn();
-  const runsTotal = opts.pairs * 4;
+  const agents: [Who, string][] = [['agent', opts.agent], ...(opts.compare ? [['compare', opts.compare] as [Who, string]] : [])];
+  const runsTotal = opts.pairs * 2 * (1 + agents.length);
   process.stdout.write(
     `convis bench: kernel ${release()}, ${cpus().length} CPUs; churn ${CLIENTS} clients + ${SERVERS} servers, ` +
-      `${plural(opts.pairs, 'pair')} of ${opts.seconds} s per phase (${runsTotal} runs, about ${Math.ceil((runsTotal * (opts.seconds + 3)) / 60)} min); agent ${opts.agent}\n\n`,
+      `${plural(opts.pairs, 'pair')} of ${opts.seconds} s per phase (${runsTotal} runs, about ${Math.ceil((runsTotal * (opts.seconds + 3)) / 60) + 1} min); ` +
+      `agent ${opts.agent}${opts.compare ? `, compared with ${opts.compare}` : ''}\n\n`,
   );
 
   const phases: Phase[] = [
@@ -538,26 +667,47 @@ async function main(): Promise<void> {
   for (const phase of phases) {
     for (let pair = 1; pair <= opts.pairs; pair++) {
       const alone = await runChurn(phase.rate, opts.seconds);
-      phase.runs.push({ pair, agent: false, churn: alone });
+      phase.runs.push({ pair, who: 'alone', churn: alone });
       process.stdout.write(`${phase.name}, pair ${pair}, alone: ${int(alone.rate)} conn/s, ${int(alone.failed)} failed\n`);
       await sleep(SETTLE_MS);
 
-      const { churn, measure } = await runWithAgent(opts, phase.rate);
-      phase.runs.push({ pair, agent: true, churn, measure });
-      const e = measure.summary.events;
-      process.stdout.write(
-        `${phase.name}, pair ${pair}, with agent: ${int(churn.rate)} conn/s, ${int(churn.failed)} failed; ` +
-          `made ${int(churn.connections)}, connect ${int(e.connect)}, accept ${int(e.accept)}, close ${int(e.close)}, lost ${int(measure.summary.lost)}` +
-          `${measure.otherConnects ? `; ${int(measure.otherConnects)} other connects on the host` : ''}\n`,
-      );
-      await sleep(SETTLE_MS);
+      for (const [who, entry] of agents) {
+        const { churn, measure } = await runWithAgent(entry, opts, phase.rate);
+        phase.runs.push({ pair, who, churn, measure });
+        const e = measure.summary.events;
+        process.stdout.write(
+          `${phase.name}, pair ${pair}, with ${who === 'agent' ? 'agent' : '--compare agent'}: ${int(churn.rate)} conn/s, ${int(churn.failed)} failed; ` +
+            `made ${int(churn.connections)}, connect ${int(e.connect)}, accept ${int(e.accept)}, close ${int(e.close)}, lost ${int(measure.summary.lost)}` +
+            `${measure.otherConnects ? `; ${int(measure.otherConnects)} other connects on the host` : ''}\n`,
+        );
+        await sleep(SETTLE_MS);
+      }
     }
     process.stdout.write(`\n${phaseTable(phase)}\n\n`);
   }
 
-  const [max, paced] = phases.map(summarize) as [PhaseSummary, PhaseSummary];
-  const goals = targets(max, paced);
-  process.stdout.write(`${report(opts.pairs, max, paced, goals)}\n`);
+  const bulkRuns: BulkRun[] = [];
+  for (let pair = 1; pair <= opts.pairs; pair++) {
+    const alone = await runBulk();
+    bulkRuns.push({ pair, who: 'alone', bulk: alone });
+    process.stdout.write(`bulk, pair ${pair}, alone: ${int(alone.rate / 1e6)} MB/s\n`);
+    await sleep(SETTLE_MS);
+    for (const [who, entry] of agents) {
+      const r = await runBulkWithAgent(entry);
+      bulkRuns.push({ pair, who, ...r });
+      process.stdout.write(
+        `bulk, pair ${pair}, with ${who === 'agent' ? 'agent' : '--compare agent'}: ${int(r.bulk.rate / 1e6)} MB/s; ` +
+          `iperf3 moved ${int(r.bulk.bytes)} bytes, the agent's close says ${r.reported === undefined ? 'nothing' : int(r.reported)}\n`,
+      );
+      await sleep(SETTLE_MS);
+    }
+  }
+  const bulk = summarizeBulk(bulkRuns);
+
+  const [max, paced] = phases.map((p) => summarize(p)) as [PhaseSummary, PhaseSummary];
+  const compare = opts.compare ? { max: summarize(phases[0]!, 'compare'), paced: summarize(phases[1]!, 'compare') } : undefined;
+  const goals = targets(max, paced, bulk, compare?.max);
+  process.stdout.write(`${report(opts.pairs, max, paced, bulk, compare, goals)}\n`);
 
   process.stdout.write('\nuserspace stages: capturing 1 s of records at 20,000 conn/s, replaying them in-process...\n');
   const stages = await measureStages(CHURN_BIN);
@@ -576,7 +726,8 @@ async function main(): Promise<void> {
           const baseline = aloneMedian(p);
           return { ...p, aloneMedianRate: baseline, runs: p.runs.map((r) => ({ ...r, stats: stats(r, baseline) })) };
         }),
-        summary: { max, paced },
+        summary: { max, paced, bulk, ...(compare ? { compare } : {}) },
+        bulkRuns,
         stages,
         references: REFERENCES,
         targets: goals,

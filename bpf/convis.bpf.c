@@ -1243,7 +1243,8 @@ int snap_tcp(struct bpf_iter__tcp *ctx)
 	/* already tracked: seen live since the programs were attached */
 	if (!si)
 		return 0;
-	si->flags = CONVIS_F_EXISTING;
+	/* tracked from the middle of its life: durations are partial */
+	si->flags = 0;
 	o = bpf_map_lookup_elem(&snap_owners, &key);
 	if (o) {
 		si->pid = o->pid;
@@ -1269,6 +1270,8 @@ int snap_tcp(struct bpf_iter__tcp *ctx)
 	if (!ev)
 		return 0;
 	copy_owner(ev, si);
+	/* on this record only: later events of the socket are ordinary ones */
+	ev->flags |= CONVIS_F_EXISTING;
 	read_tuple_tp(tp, ev);
 	ev->old_state = state;
 	if (dir != CONVIS_DIR_LISTEN)

@@ -29,11 +29,12 @@ export function skipReasonLoudly(): string | false {
 
 export interface JsonEvent {
   time: string;
-  event: 'connect' | 'accept' | 'close' | 'connect_failed';
+  event: 'connect' | 'accept' | 'close' | 'connect_failed' | 'update' | 'listen' | 'unlisten';
   proto: string;
   direction: 'outbound' | 'inbound';
   local: { ip: string; port: number };
-  remote: { ip: string; port: number };
+  /** null on listen and unlisten */
+  remote: { ip: string; port: number } | null;
   process: { pid: number; ppid: number; uid: number; comm: string; cmd: string; exe: string } | null;
   container: { id: string; name: string | null; image: string | null; runtime: string } | null;
   pod: { name: string | null; namespace: string | null; uid: string | null } | null;
@@ -48,6 +49,12 @@ export interface JsonEvent {
   srtt_us?: number;
   retransmits?: number;
   error?: string;
+  existing?: true;
+  bytes_sent_delta?: number;
+  bytes_received_delta?: number;
+  retransmits_delta?: number;
+  datagrams_sent?: number;
+  datagrams_received?: number;
 }
 
 export interface AgentResult {
@@ -133,6 +140,8 @@ export interface Peer {
   lines: string[];
   /** resolves with the first line starting with `prefix` */
   line(prefix: string, timeoutMs?: number): Promise<string>;
+  /** writes one line to the peer's stdin, then waits for its `reply` line (the nth of that text) */
+  command(line: string, reply: string, timeoutMs?: number): Promise<void>;
   exited: Promise<number | null>;
 }
 
@@ -140,16 +149,28 @@ export interface Peer {
 export function startPeer(args: string[], netns?: string): Peer {
   const argv = [peerExecutable(), peersScript, ...args];
   const child = netns
-    ? spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] })
-    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+    ? spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['pipe', 'pipe', 'inherit'] })
+    : spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines: string[] = [];
   createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
   const exited = new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  // a peer that never reads its stdin may exit before we close it
+  child.stdin!.on('error', () => undefined);
   return {
     child,
     pid: child.pid!,
     lines,
     exited,
+    async command(line, reply, timeoutMs = 10_000) {
+      const before = lines.filter((l) => l === reply).length;
+      child.stdin!.write(`${line}\n`);
+      const deadline = Date.now() + timeoutMs;
+      while (lines.filter((l) => l === reply).length <= before) {
+        if (child.exitCode !== null) throw new Error(`peer ${args.join(' ')} exited (${child.exitCode}) before "${reply}"`);
+        if (Date.now() > deadline) throw new Error(`peer ${args.join(' ')}: no "${reply}" after "${line}"`);
+        await sleep(10);
+      }
+    },
     async line(prefix, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {

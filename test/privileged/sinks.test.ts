@@ -32,8 +32,13 @@ describe('sinks end to end', { skip }, () => {
       assert.equal(r.code, 0, r.stderr);
       assert.doesNotMatch(r.stderr, new RegExp(key), 'the insert key never appears in logs');
       const mine = nr.events.filter((e) => e['local.port'] === x.port || e['remote.port'] === x.port);
-      assert.deepEqual(mine.map((e) => e.event).sort(), ['accept', 'close', 'close', 'connect']);
+      // the server's listener comes and goes too
+      assert.deepEqual(mine.map((e) => e.event).sort(), ['accept', 'close', 'close', 'connect', 'listen', 'unlisten']);
       for (const e of mine) assert.equal(e.eventType, 'ContainerVisibility');
+      const listen = mine.find((e) => e.event === 'listen')!;
+      assert.equal(listen['process.pid'], x.serverPid);
+      assert.equal(listen['destination.port'], x.port);
+      assert.equal('remote.ip' in listen, false);
       const clientClose = mine.find((e) => e.event === 'close' && e.direction === 'outbound')!;
       assert.equal(clientClose['bytes.tx'], 1234);
       assert.equal(clientClose['bytes.rx'], 99);
@@ -63,7 +68,7 @@ describe('sinks end to end', { skip }, () => {
       const m = /metrics: listening on 127\.0\.0\.1:(\d+)/.exec(agent.stderr);
       assert.ok(m, agent.stderr);
       const x = await exchange(5000, 777);
-      await agent.waitFor((es) => es.filter((e) => e.event === 'close' && (e.local.port === x.port || e.remote.port === x.port)).length === 2, 'closes');
+      await agent.waitFor((es) => es.filter((e) => e.event === 'close' && (e.local.port === x.port || e.remote?.port === x.port)).length === 2, 'closes');
       const body = await (await fetch(`http://127.0.0.1:${m[1]}/metrics`)).text();
       const line = (name: string, direction: string) =>
         body.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`direction="${direction}"`) && l.includes(`server_port="${x.port}"`));
