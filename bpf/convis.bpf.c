@@ -171,10 +171,12 @@ struct {
 	__type(value, struct udp_peer);
 } udp_peers SEC(".maps");
 
-/* filled and emptied by the start-up snapshot only */
+/* filled and emptied by the start-up snapshot only: allocated as it fills,
+ * not held for the agent's life */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144); /* resized by userspace */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct snap_owner);
 } snap_owners SEC(".maps");
@@ -182,6 +184,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct listen_key);
 	__type(value, __u8);
 } snap_listens SEC(".maps");
@@ -274,6 +277,40 @@ static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_con
 	ev->family = family;
 	ev->proto = IPPROTO_TCP;
 	ev->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	ev->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (family == AF_INET) {
+		s6[0] = sk->__sk_common.skc_rcv_saddr;
+		d6[0] = sk->__sk_common.skc_daddr;
+	} else {
+		s6[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		s6[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		s6[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		s6[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		d6[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+		d6[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+	}
+}
+
+/*
+ * A pointer read from kernel memory, as a read-only BTF pointer: its fields
+ * are then plain loads that cannot fault, not one bpf_probe_read_kernel()
+ * helper call each.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define rdonly(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
+/* read_tuple_tp() for a read-only struct sock pointer (see rdonly()). */
+static __always_inline void read_tuple_sk(struct sock *sk, struct convis_conn_event *ev)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	__u32 *s6 = (__u32 *)ev->saddr, *d6 = (__u32 *)ev->daddr;
+
+	ev->family = family;
+	ev->proto = IPPROTO_TCP;
+	/* a cast of the pointer would be "access beyond struct sock" */
+	ev->sport = bpf_ntohs(rdonly(sk, struct inet_sock)->inet_sport);
 	ev->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (family == AF_INET) {
 		s6[0] = sk->__sk_common.skc_rcv_saddr;
@@ -575,12 +612,13 @@ static __always_inline struct sock *fd_to_sock(__u32 fd)
 
 	if (!fdt || fd >= fdt->max_fds)
 		return NULL;
+	/* an array of pointers: BTF cannot index it, a probe read can */
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
 		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
+	sock = rdonly(rdonly(file, struct file)->private_data, struct socket);
 	if (!sock)
 		return NULL;
-	return BPF_CORE_READ(sock, sk);
+	return rdonly(sock->sk, struct sock);
 }
 
 static __always_inline int on_accept_exit(long ret)
@@ -605,16 +643,15 @@ static __always_inline int on_accept_exit(long ret)
 		fill_owner(si);
 	} else {
 		/* not tracked: check what it is before anything else */
-		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		family = sk->__sk_common.skc_family;
 		if (family != AF_INET && family != AF_INET6)
 			return 0;
-		if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		if (sk->sk_protocol != IPPROTO_TCP)
 			return 0;
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE) {
+		if (sk->__sk_common.skc_state != TCP_CLOSE) {
 			/* established before the agent started and missed by the
 			 * snapshot: track from now on */
-			si = track(sk, CONVIS_DIR_INBOUND, 1, now, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-				   BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id), BPF_ANY);
+			si = track(sk, CONVIS_DIR_INBOUND, 1, now, sk_netns(sk), sk_cgroup(sk), BPF_ANY);
 			if (si)
 				si->flags &= ~CONVIS_F_START_SEEN;
 		}
@@ -632,12 +669,12 @@ static __always_inline int on_accept_exit(long ret)
 
 		fill_owner(&tmp);
 		tmp.direction = CONVIS_DIR_INBOUND;
-		tmp.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-		tmp.cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+		tmp.netns = sk_netns(sk);
+		tmp.cgroup_id = sk_cgroup(sk);
 		copy_owner(ev, &tmp);
 	}
-	read_tuple(sk, ev);
-	ev->old_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	read_tuple_sk(sk, ev);
+	ev->old_state = sk->__sk_common.skc_state;
 	bpf_ringbuf_submit(ev, rb_flags());
 	return 0;
 }

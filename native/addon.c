@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -451,7 +452,17 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 	bpf_map__set_max_entries(t->skel->maps.udp_flows, max_udp);
 	t->skel->rodata->wakeup_bytes = wakeup;
 
-	err = convis_bpf__load(t->skel);
+	{
+		/* the verifier gives up with EAGAIN when a signal is pending (a
+		 * profiler's SIGPROF, a timer): hold them off for the load, they
+		 * are delivered right after */
+		sigset_t all, old;
+
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		err = convis_bpf__load(t->skel);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
 	if (err) {
 		tracer_destroy(t);
 		free(t);

@@ -26,7 +26,9 @@ export function netnsPaths(procRoot: string, bindDirs: readonly string[] = ['/ru
   } catch {
     // no procfs: only the agent's own namespace is walked
   }
-  for (const name of entries) if (/^\d+$/.test(name)) add(join(procRoot, name, 'ns/net'));
+  // lowest pid first: the host's own processes come before containers'
+  const pids = entries.filter((n) => /^\d+$/.test(n)).map(Number).sort((a, b) => a - b);
+  for (const pid of pids) add(join(procRoot, String(pid), 'ns/net'));
   for (const dir of bindDirs) {
     let names: string[] = [];
     try {
@@ -34,7 +36,7 @@ export function netnsPaths(procRoot: string, bindDirs: readonly string[] = ['/ru
     } catch {
       continue;
     }
-    for (const name of names) add(join(dir, name));
+    for (const name of names.sort()) add(join(dir, name));
   }
   return paths;
 }

@@ -70,6 +70,10 @@ test('config: defaults, repeated --sink, node name precedence', () => {
   assert.deepEqual(two.sinks.map((s) => s.options.format ?? 'text'), ['text', 'json']);
   assert.equal(two.verbose, true);
   assert.equal(parseConfig(['--ring-buffer-mib', '64'], {}).ringBytes, 64 << 20);
+  assert.equal(c.intervalMs, 10_000, 'updates every 10 s by default');
+  for (const [text, ms] of [['1s', 1000], ['30', 30_000], ['1.5m', 90_000], ['2500ms', 2500], ['1h', 3_600_000]] as const) {
+    assert.equal(parseConfig(['--interval', text], {}).intervalMs, ms, text);
+  }
 });
 
 test('config: bad flags are one ConfigError', () => {
@@ -80,6 +84,10 @@ test('config: bad flags are one ConfigError', () => {
     [['--ring-buffer-mib', 'lots'], /positive whole number/],
     [['--node-name', ' '], /must not be empty/],
     [['--sink'], /argument missing/],
+    [['--interval', '500ms'], /between 1s and 1h/],
+    [['--interval', '2h'], /between 1s and 1h/],
+    [['--interval', 'often'], /duration such as 10s/],
+    [['--interval', '-5s'], /duration such as 10s/],
   ];
   for (const [argv, re] of cases) {
     assert.throws(() => parseConfig(argv, {}), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), argv.join(' '));

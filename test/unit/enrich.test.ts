@@ -263,6 +263,49 @@ describe('Enricher.connection', () => {
     });
   }
 
+  test('close: the lifetime totals, and what was not reported before', () => {
+    const { enricher } = setup();
+    const e = one(enricher, conn('close', GONE, { bytesSent: 9000, bytesReceived: 50, deltaSent: 100, deltaReceived: 5, retransmits: 4, deltaRetransmits: 1 }));
+    assert.deepEqual(
+      [e.bytesSent, e.bytesReceived, e.bytesSentDelta, e.bytesReceivedDelta, e.retransmits, e.retransmitsDelta],
+      [9000, 50, 100, 5, 4, 1],
+    );
+  });
+
+  test('TCP update: what moved since the previous report, the age so far, srtt', () => {
+    const { enricher } = setup();
+    const e = one(enricher, conn('update', GONE, { bytesSent: 9000, bytesReceived: 50, deltaSent: 100, deltaReceived: 5, deltaRetransmits: 2, retransmits: 7, durationMs: 10_000, srttUs: 40 }));
+    assert.deepEqual([e.event, e.proto, e.bytesSent, e.bytesReceived, e.retransmits, e.durationMs, e.srttUs], ['update', 'tcp', 100, 5, 2, 10_000, 40]);
+    assert.equal('bytesSentDelta' in e, false);
+    assert.equal('datagramsSent' in e, false);
+  });
+
+  test('UDP update: bytes and datagrams since the previous report, no TCP fields', () => {
+    const { enricher } = setup();
+    const e = one(enricher, conn('update', GONE, { proto: 'udp', bytesSent: 300, deltaSent: 300, deltaReceived: 7, packetsSent: 3, packetsReceived: 1, srttUs: 9 }));
+    assert.deepEqual([e.proto, e.bytesSent, e.bytesReceived, e.datagramsSent, e.datagramsReceived], ['udp', 300, 7, 3, 1]);
+    for (const k of ['srttUs', 'retransmits', 'durationMs']) assert.equal(k in e, false, k);
+  });
+
+  test('listen and unlisten: inbound, no remote; existing only where the snapshot found it', () => {
+    const { enricher } = setup();
+    const l = one(enricher, conn('listen', GONE, { direction: 'listen', existing: true }));
+    assert.deepEqual([l.direction, l.remote, l.existing], ['inbound', null, true]);
+    const u = one(enricher, conn('unlisten', GONE, { direction: 'listen', existing: true }));
+    assert.deepEqual([u.direction, u.remote, 'existing' in u], ['inbound', null, false]);
+  });
+
+  test('an existing connect or accept carries what moved before the agent started', () => {
+    const { enricher } = setup();
+    const e = one(enricher, conn('accept', GONE, { direction: 'inbound', existing: true, bytesSent: 12, bytesReceived: 34 }));
+    assert.deepEqual([e.existing, e.bytesSent, e.bytesReceived], [true, 12, 34]);
+  });
+
+  test('sweep ends make no event', () => {
+    const { enricher } = setup();
+    assert.deepEqual(run(enricher, [{ kind: 'sweep', pid: 0, tsSec: 1, tsNsec: 0, seq: 4 }]), []);
+  });
+
   test('connect and accept carry neither counters nor error', () => {
     const { enricher } = setup();
     for (const kind of ['connect', 'accept'] as const) {
