@@ -124,10 +124,11 @@ export class FlowTable {
           break;
         }
         case 'close': {
+          // no delta fields: nothing was reported before, the totals are new
           const c = this.flowOf(e).counters;
-          c.bytesSent += e.bytesSentDelta ?? 0;
-          c.bytesReceived += e.bytesReceivedDelta ?? 0;
-          c.retransmits += e.retransmitsDelta ?? 0;
+          c.bytesSent += e.bytesSentDelta ?? e.bytesSent ?? 0;
+          c.bytesReceived += e.bytesReceivedDelta ?? e.bytesReceived ?? 0;
+          c.retransmits += e.retransmitsDelta ?? e.retransmits ?? 0;
           break;
         }
         // listeners are not flows (see ListenerTable)

@@ -62,6 +62,54 @@ export interface IngestedBatch {
   newCgroups: Set<number>;
 }
 
+/**
+ * The fields an event kind carries beyond identity (kept out of event() so
+ * that stays small enough for V8 to inline).
+ */
+function addFields(ev: ConnectionEvent, r: ConnRecord): void {
+  switch (r.kind) {
+    case 'close':
+      ev.bytesSent = r.bytesSent;
+      ev.bytesReceived = r.bytesReceived;
+      ev.durationMs = r.durationMs;
+      ev.srttUs = r.srttUs;
+      ev.retransmits = r.retransmits;
+      // only when part of the totals was reported before (an update, or
+      // bytes from before the agent started): else the totals are the delta
+      if (r.deltaSent !== r.bytesSent || r.deltaReceived !== r.bytesReceived || r.deltaRetransmits !== r.retransmits) {
+        ev.bytesSentDelta = r.deltaSent;
+        ev.bytesReceivedDelta = r.deltaReceived;
+        ev.retransmitsDelta = r.deltaRetransmits;
+      }
+      break;
+    case 'update':
+      ev.bytesSent = r.deltaSent;
+      ev.bytesReceived = r.deltaReceived;
+      if (r.proto === 'udp') {
+        ev.datagramsSent = r.packetsSent;
+        ev.datagramsReceived = r.packetsReceived;
+      } else {
+        ev.durationMs = r.durationMs;
+        ev.srttUs = r.srttUs;
+        ev.retransmits = r.deltaRetransmits;
+      }
+      break;
+    case 'connect':
+    case 'accept':
+      // only existing ones come here
+      ev.existing = true;
+      ev.bytesSent = r.bytesSent;
+      ev.bytesReceived = r.bytesReceived;
+      break;
+    case 'listen':
+      if (r.existing) ev.existing = true;
+      break;
+    case 'connect_failed':
+      ev.error = errnoName(r.error);
+      break;
+  }
+}
+
 export class Enricher {
   private readonly o: EnricherOptions;
   private readonly now: () => number;
@@ -177,44 +225,8 @@ export class Enricher {
       const peer = containers.podByIp(r.remoteIp);
       if (peer) ev.remotePod = this.remotePodOf(peer);
     }
-    switch (r.kind) {
-      case 'close':
-        ev.bytesSent = r.bytesSent;
-        ev.bytesReceived = r.bytesReceived;
-        ev.bytesSentDelta = r.deltaSent;
-        ev.bytesReceivedDelta = r.deltaReceived;
-        ev.durationMs = r.durationMs;
-        ev.srttUs = r.srttUs;
-        ev.retransmits = r.retransmits;
-        ev.retransmitsDelta = r.deltaRetransmits;
-        break;
-      case 'update':
-        ev.bytesSent = r.deltaSent;
-        ev.bytesReceived = r.deltaReceived;
-        if (r.proto === 'udp') {
-          ev.datagramsSent = r.packetsSent;
-          ev.datagramsReceived = r.packetsReceived;
-        } else {
-          ev.durationMs = r.durationMs;
-          ev.srttUs = r.srttUs;
-          ev.retransmits = r.deltaRetransmits;
-        }
-        break;
-      case 'connect':
-      case 'accept':
-        if (r.existing) {
-          ev.existing = true;
-          ev.bytesSent = r.bytesSent;
-          ev.bytesReceived = r.bytesReceived;
-        }
-        break;
-      case 'listen':
-        if (r.existing) ev.existing = true;
-        break;
-      case 'connect_failed':
-        ev.error = errnoName(r.error);
-        break;
-    }
+    // a connect or accept has nothing more, unless it is an existing one
+    if ((r.kind !== 'connect' && r.kind !== 'accept') || r.existing) addFields(ev, r);
     return ev;
   }
 }

@@ -72,7 +72,11 @@ export interface ConnectionEvent {
    */
   bytesSent?: number;
   bytesReceived?: number;
-  /** close: what moved since the previous report (what the counters add) */
+  /**
+   * close: what moved since the previous report (what the counters add);
+   * present only when some of the totals were reported before (by an
+   * update, or before the agent started), else the totals are that
+   */
   bytesSentDelta?: number;
   bytesReceivedDelta?: number;
   /** UDP update: datagrams since the previous report */

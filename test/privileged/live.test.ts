@@ -47,10 +47,14 @@ function counter(samples: Sample[], name: string, match: Record<string, string>)
 /** The port of the service side of an event's flow, as the metrics label it. */
 const serverPort = (e: JsonEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);
 
-/** What an event adds to the byte counters: an update's bytes, a close's rest. */
+/**
+ * What an event adds to the byte counters: an update's bytes, a close's
+ * rest (its delta fields, or its totals when it has none: nothing of it was
+ * reported before).
+ */
 function added(e: JsonEvent): { sent: number; received: number } {
   if (e.event === 'update') return { sent: e.bytes_sent!, received: e.bytes_received! };
-  if (e.event === 'close') return { sent: e.bytes_sent_delta!, received: e.bytes_received_delta! };
+  if (e.event === 'close') return { sent: e.bytes_sent_delta ?? e.bytes_sent!, received: e.bytes_received_delta ?? e.bytes_received! };
   return { sent: 0, received: 0 };
 }
 

@@ -87,7 +87,7 @@ test('config: bad flags are one ConfigError', () => {
     [['--interval', '500ms'], /between 1s and 1h/],
     [['--interval', '2h'], /between 1s and 1h/],
     [['--interval', 'often'], /duration such as 10s/],
-    [['--interval', '-5s'], /duration such as 10s/],
+    [['--interval=-5s'], /duration such as 10s/],
   ];
   for (const [argv, re] of cases) {
     assert.throws(() => parseConfig(argv, {}), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'), argv.join(' '));

@@ -272,6 +272,12 @@ describe('Enricher.connection', () => {
     );
   });
 
+  test('close of a connection nothing of which was reported before: no delta fields (the totals are the delta)', () => {
+    const { enricher } = setup();
+    const e = one(enricher, conn('close', GONE, { bytesSent: 10, bytesReceived: 20, deltaSent: 10, deltaReceived: 20, retransmits: 1, deltaRetransmits: 1 }));
+    for (const k of ['bytesSentDelta', 'bytesReceivedDelta', 'retransmitsDelta']) assert.equal(k in e, false, k);
+  });
+
   test('TCP update: what moved since the previous report, the age so far, srtt', () => {
     const { enricher } = setup();
     const e = one(enricher, conn('update', GONE, { bytesSent: 9000, bytesReceived: 50, deltaSent: 100, deltaReceived: 5, deltaRetransmits: 2, retransmits: 7, durationMs: 10_000, srttUs: 40 }));

@@ -41,6 +41,12 @@ describe('toJsonObject', () => {
     });
   }
 
+  test('close without delta fields (nothing reported before): the reference and the fast path leave them out alike', () => {
+    const e = ev('close', { bytesSentDelta: undefined, bytesReceivedDelta: undefined, retransmitsDelta: undefined });
+    assert.deepEqual(Object.keys(toJsonObject(e)), [...BASE_KEYS, ...CLOSE_KEYS.slice(0, 5)]);
+    assert.equal(toJsonLine(e), JSON.stringify(toJsonObject(e)));
+  });
+
   test('listen: the remote is null, the direction inbound', () => {
     const o = JSON.parse(JSON.stringify(toJsonObject(ev('listen'))));
     assert.equal(o.remote, null);
