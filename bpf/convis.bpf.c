@@ -265,35 +265,6 @@ static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event
 }
 
 /*
- * The same as read_tuple() for a socket the verifier knows as a BTF pointer
- * (tp_btf): plain loads instead of one bpf_probe_read_kernel() per field.
- */
-static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_conn_event *ev)
-{
-	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-	__u16 family = sk->__sk_common.skc_family;
-	__u32 *s6 = (__u32 *)ev->saddr, *d6 = (__u32 *)ev->daddr;
-
-	ev->family = family;
-	ev->proto = IPPROTO_TCP;
-	ev->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	ev->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	if (family == AF_INET) {
-		s6[0] = sk->__sk_common.skc_rcv_saddr;
-		d6[0] = sk->__sk_common.skc_daddr;
-	} else {
-		s6[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
-		s6[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
-		s6[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
-		s6[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
-		d6[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
-		d6[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
-		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
-		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
-	}
-}
-
-/*
  * A pointer read from kernel memory, as a read-only BTF pointer: its fields
  * are then plain loads that cannot fault, not one bpf_probe_read_kernel()
  * helper call each.
@@ -301,7 +272,11 @@ static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_con
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define rdonly(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
-/* read_tuple_tp() for a read-only struct sock pointer (see rdonly()). */
+/*
+ * The same as read_tuple() with plain loads instead of one
+ * bpf_probe_read_kernel() per field: for a BTF socket pointer, trusted
+ * (tp_btf) or read-only (see rdonly()).
+ */
 static __always_inline void read_tuple_sk(struct sock *sk, struct convis_conn_event *ev)
 {
 	__u16 family = sk->__sk_common.skc_family;
@@ -325,6 +300,11 @@ static __always_inline void read_tuple_sk(struct sock *sk, struct convis_conn_ev
 		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
 		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
 	}
+}
+
+static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_conn_event *ev)
+{
+	read_tuple_sk(&tp->inet_conn.icsk_inet.sk, ev);
 }
 
 /* A BTF socket's netns inode and cgroup v2 id (right even in softirq). */

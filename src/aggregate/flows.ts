@@ -57,17 +57,31 @@ export interface Flow {
  */
 const serverPort = (e: ConnectionEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);
 
-/** The label values of an event's flow. */
-export function flowLabels(e: ConnectionEvent): FlowLabels {
+/** The labels that name this node's side of an event: process, container and pod. */
+export function localLabels(e: ConnectionEvent): {
+  process: string;
+  container_id: string;
+  container_name: string;
+  container_image: string;
+  pod: string;
+  namespace: string;
+} {
   return {
-    node: e.node,
-    direction: e.direction,
     process: e.process?.comm ?? '',
     container_id: e.container?.id ?? '',
     container_name: e.container?.name ?? '',
     container_image: e.container?.image ?? '',
     pod: e.pod?.name ?? '',
     namespace: e.pod?.namespace ?? '',
+  };
+}
+
+/** The label values of an event's flow. */
+export function flowLabels(e: ConnectionEvent): FlowLabels {
+  return {
+    node: e.node,
+    direction: e.direction,
+    ...localLabels(e),
     remote_ip: e.remote?.ip ?? '',
     server_port: String(serverPort(e)),
     remote_pod: e.remotePod?.name ?? '',

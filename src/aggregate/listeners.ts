@@ -4,6 +4,7 @@
  * Bounded: past the cap, new listeners are counted, not kept.
  */
 import type { ConnectionEvent } from '../metadata/event.js';
+import { localLabels } from './flows.js';
 
 export const LISTEN_LABELS = [
   'node',
@@ -39,12 +40,7 @@ export class ListenerTable {
         }
         this.byConn.set(e.connId, {
           node: e.node,
-          process: e.process?.comm ?? '',
-          container_id: e.container?.id ?? '',
-          container_name: e.container?.name ?? '',
-          container_image: e.container?.image ?? '',
-          pod: e.pod?.name ?? '',
-          namespace: e.pod?.namespace ?? '',
+          ...localLabels(e),
           listen_ip: e.local.ip,
           listen_port: String(e.local.port),
         });

@@ -192,6 +192,14 @@ const blocks = new PerProcess<Block>(
   makeBlock,
 );
 
+/** `,"bytes_sent":N,"bytes_received":M`, which several kinds carry. */
+function writeByteCounts(w: ByteWriter, e: ConnectionEvent): void {
+  w.bytes(F_BYTES_SENT);
+  w.number(e.bytesSent ?? NaN);
+  w.bytes(F_BYTES_RECEIVED);
+  w.number(e.bytesReceived ?? NaN);
+}
+
 /** Writes the event as one JSON line, ending in a newline; the same JSON as JSON.stringify(toJsonObject(e)). */
 export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   w.bytes(timeHead.get(e.timeSec));
@@ -212,10 +220,7 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   if (e.existing) w.bytes(F_EXISTING);
   switch (e.event) {
     case 'close':
-      w.bytes(F_BYTES_SENT);
-      w.number(e.bytesSent ?? NaN);
-      w.bytes(F_BYTES_RECEIVED);
-      w.number(e.bytesReceived ?? NaN);
+      writeByteCounts(w, e);
       w.bytes(F_DURATION);
       w.millisFromNanos(e.durationMs ?? NaN);
       w.bytes(F_SRTT);
@@ -232,10 +237,7 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
       }
       break;
     case 'update':
-      w.bytes(F_BYTES_SENT);
-      w.number(e.bytesSent ?? NaN);
-      w.bytes(F_BYTES_RECEIVED);
-      w.number(e.bytesReceived ?? NaN);
+      writeByteCounts(w, e);
       if (e.proto === 'udp') {
         w.bytes(F_DATAGRAMS_SENT);
         w.number(e.datagramsSent ?? NaN);
@@ -252,12 +254,7 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
       break;
     case 'connect':
     case 'accept':
-      if (e.existing) {
-        w.bytes(F_BYTES_SENT);
-        w.number(e.bytesSent ?? NaN);
-        w.bytes(F_BYTES_RECEIVED);
-        w.number(e.bytesReceived ?? NaN);
-      }
+      if (e.existing) writeByteCounts(w, e);
       break;
     case 'connect_failed':
       w.bytes(F_ERROR);
