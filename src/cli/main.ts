@@ -12,11 +12,11 @@ import { Containers } from '../metadata/containers.js';
 import { Enricher } from '../metadata/enrich.js';
 import { netnsPaths } from '../metadata/netns.js';
 import { openRuntimes } from '../metadata/runtimes.js';
+import { KindCounts } from '../pipeline/kind-counts.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { ProcessCache } from '../metadata/process-cache.js';
 import { createSinks, parseSinkSpecs, sinkHelp } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
-import type { KernelRecord } from '../bpf/decode.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -53,23 +53,10 @@ Docker is found through $DOCKER_HOST, else /var/run/docker.sock.
 Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
 `;
 
-type Counts = Record<KernelRecord['kind'], number>;
 
 async function run(config: Config, log: Logger): Promise<number> {
   const parsedSinks = parseSinkSpecs(config.sinks);
-  const counts: Counts = {
-    connect: 0,
-    accept: 0,
-    update: 0,
-    close: 0,
-    connect_failed: 0,
-    listen: 0,
-    unlisten: 0,
-    exec: 0,
-    exit: 0,
-    fork: 0,
-    sweep: 0,
-  };
+  const counts = new KindCounts();
   // filled in below; the registry reads them only when it is collected
   let tracer: Tracer | undefined;
   let containers: Containers | undefined;
@@ -86,7 +73,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       const t = tracer?.stats();
       const c = containers?.stats();
       return {
-        events: { ...counts },
+        events: counts.get(),
         lost: { connection: t?.lostConnEvents ?? 0, process: t?.lostProcEvents ?? 0 },
         untrackedSockets: t?.untrackedSockets ?? 0,
         uncountedDatagrams: t?.uncountedDatagrams ?? 0,
@@ -140,7 +127,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}) });
 
   t.start((records) => {
-    for (const r of records) counts[r.kind]++;
+    counts.add(records);
     pipeline.push(records);
   });
   // after attach, so no process can slip between the scan and the exec events
@@ -185,7 +172,7 @@ async function run(config: Config, log: Logger): Promise<number> {
 
   const s = t.stats();
   const summary = {
-    events: counts,
+    events: counts.get(),
     lost: s.lostConnEvents + s.lostProcEvents,
     lost_conn_events: s.lostConnEvents,
     lost_proc_events: s.lostProcEvents,
