@@ -11,7 +11,7 @@
  * (from Debian), alone and with the agent, and checks that the agent reports
  * the connection's bytes exactly. With --compare PATH, every pair also runs
  * another build of the agent (e.g. a checkout of an earlier commit), so two
- * builds are measured in the same run. Results are printed and written to
+ * builds are measured in the same run; the two take turns at going first. Results are printed and written to
  * build/bench-results.json.
  *
  * Usage: node dist/bench/bench.js [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH]
@@ -740,7 +740,9 @@ async function main(): Promise<void> {
       process.stdout.write(`${phase.name}, pair ${pair}, alone: ${int(alone.rate)} conn/s, ${int(alone.failed)} failed\n`);
       await sleep(SETTLE_MS);
 
-      for (const [who, entry] of agents) {
+      // the two agents swap places every other pair, so whatever the VM
+      // does to the second run of a pair falls on each build alike
+      for (const [who, entry] of pair % 2 === 0 ? [...agents].reverse() : agents) {
         const { churn, measure } = await runWithAgent(entry, opts, phase.rate);
         phase.runs.push({ pair, who, churn, measure });
         const e = measure.summary.events;
@@ -761,7 +763,7 @@ async function main(): Promise<void> {
     bulkRuns.push({ pair, who: 'alone', bulk: alone });
     process.stdout.write(`bulk, pair ${pair}, alone: ${int(alone.rate / 1e6)} MB/s\n`);
     await sleep(SETTLE_MS);
-    for (const [who, entry] of agents) {
+    for (const [who, entry] of pair % 2 === 0 ? [...agents].reverse() : agents) {
       const r = await runBulkWithAgent(entry);
       bulkRuns.push({ pair, who, ...r });
       process.stdout.write(
