@@ -18,9 +18,9 @@
  *  - failures before any SYN (no route, EPERM): connect() exit, with the
  *    syscall's own arguments read from the task's saved registers.
  *
- * Live counts: userspace asks for a sweep every interval; two map iterators
- * walk the tracked TCP sockets and the UDP flows and emit an update for
- * each that moved bytes, with the delta since its previous report. What a
+ * Live counts: userspace runs a sweep every interval (BPF_PROG_TEST_RUN of a
+ * program that walks the tracked TCP sockets and the UDP flows with
+ * bpf_for_each_map_elem) and it emits an update for each that moved bytes, with the delta since its previous report. What a
  * report carried is kept per socket and advanced with compare-and-swap, and
  * the close path takes the rest with an exchange, so every byte is in
  * exactly one report, and a report the ring buffer could not take is
@@ -245,25 +245,6 @@ static __always_inline void fill_owner(struct sock_info *si)
 	si->flags |= CONVIS_F_OWNER_KNOWN;
 }
 
-static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event *ev)
-{
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
-	ev->family = family;
-	ev->proto = IPPROTO_TCP;
-	/* not skc_num: inet_put_port() zeroes it before the ->CLOSE tracepoint */
-	ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	ev->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
-		/* explicit sizes: BPF_CORE_READ_INTO would copy sizeof(*dst) == 1 byte */
-		bpf_core_read(ev->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(ev->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_core_read(ev->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(ev->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
-
 /*
  * A pointer read from kernel memory, as a read-only BTF pointer: its fields
  * are then plain loads that cannot fault, not one bpf_probe_read_kernel()
@@ -272,34 +253,44 @@ static __always_inline void read_tuple(struct sock *sk, struct convis_conn_event
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define rdonly(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
+/* An address into 16 bytes of an event or key: IPv4 in the first 4. */
+static __always_inline void put_addr(__u8 *dst, __u16 family, __be32 v4, const struct in6_addr *v6)
+{
+	__u32 *d = (__u32 *)dst;
+
+	if (family == AF_INET) {
+		d[0] = v4;
+		return;
+	}
+	d[0] = v6->in6_u.u6_addr32[0];
+	d[1] = v6->in6_u.u6_addr32[1];
+	d[2] = v6->in6_u.u6_addr32[2];
+	d[3] = v6->in6_u.u6_addr32[3];
+}
+
+/* A socket's local and remote address. */
+#define put_local_addr(dst, sk, family) \
+	put_addr((dst), (family), (sk)->__sk_common.skc_rcv_saddr, &(sk)->__sk_common.skc_v6_rcv_saddr)
+#define put_remote_addr(dst, sk, family) \
+	put_addr((dst), (family), (sk)->__sk_common.skc_daddr, &(sk)->__sk_common.skc_v6_daddr)
+
 /*
- * The same as read_tuple() with plain loads instead of one
- * bpf_probe_read_kernel() per field: for a BTF socket pointer, trusted
- * (tp_btf) or read-only (see rdonly()).
+ * A TCP socket's 4-tuple with plain loads, not one bpf_probe_read_kernel()
+ * per field: for a BTF socket pointer, trusted (tp_btf) or read-only (see
+ * rdonly()).
  */
 static __always_inline void read_tuple_sk(struct sock *sk, struct convis_conn_event *ev)
 {
 	__u16 family = sk->__sk_common.skc_family;
-	__u32 *s6 = (__u32 *)ev->saddr, *d6 = (__u32 *)ev->daddr;
 
 	ev->family = family;
 	ev->proto = IPPROTO_TCP;
-	/* a cast of the pointer would be "access beyond struct sock" */
+	/* not skc_num: inet_put_port() zeroes it before the ->CLOSE tracepoint;
+	 * and a cast of the pointer would be "access beyond struct sock" */
 	ev->sport = bpf_ntohs(rdonly(sk, struct inet_sock)->inet_sport);
 	ev->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	if (family == AF_INET) {
-		s6[0] = sk->__sk_common.skc_rcv_saddr;
-		d6[0] = sk->__sk_common.skc_daddr;
-	} else {
-		s6[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
-		s6[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
-		s6[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
-		s6[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
-		d6[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
-		d6[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
-		d6[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
-		d6[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
-	}
+	put_local_addr(ev->saddr, sk, family);
+	put_remote_addr(ev->daddr, sk, family);
 }
 
 static __always_inline void read_tuple_tp(struct tcp_sock *tp, struct convis_conn_event *ev)
@@ -379,7 +370,7 @@ struct tcp_counts {
 	__u32 retrans;
 };
 
-/* The counters of a socket the verifier knows as a BTF pointer: plain loads. */
+/* The counters of a socket the verifier knows as a BTF pointer (trusted or read-only): plain loads. */
 static __always_inline void counts_tp(struct tcp_sock *tp, struct tcp_counts *c)
 {
 	__u64 sent = tp->bytes_sent, retrans_bytes = tp->bytes_retrans, received = tp->bytes_received;
@@ -395,21 +386,6 @@ static __always_inline void counts_tp(struct tcp_sock *tp, struct tcp_counts *c)
 	c->received = received;
 	c->srtt_us = tp->srtt_us >> 3;
 	c->retrans = tp->total_retrans;
-}
-
-/* The same through probe reads, for a socket known only by its address. */
-static __always_inline void counts_probe(struct tcp_sock *tp, struct tcp_counts *c)
-{
-	__u64 sent = BPF_CORE_READ(tp, bytes_sent), retrans_bytes = BPF_CORE_READ(tp, bytes_retrans);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
-	unsigned long skflags = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_flags);
-
-	c->sent = sent > retrans_bytes ? sent - retrans_bytes : 0;
-	if ((skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received > 0)
-		received -= 1;
-	c->received = received;
-	c->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	c->retrans = BPF_CORE_READ(tp, total_retrans);
 }
 
 static __always_inline void put_counts(struct convis_conn_event *ev, const struct tcp_counts *c)
@@ -827,13 +803,13 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 			return 0;
 		}
 	}
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	proto = sk->sk_protocol;
 	if (proto == IPPROTO_TCP) {
 		/* still connecting (another thread's connect), or connected */
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
+		if (sk->__sk_common.skc_state != TCP_CLOSE)
 			return 0;
 	} else if (proto != IPPROTO_UDP) {
 		return 0;
@@ -846,10 +822,10 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	owner.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
 	owner.direction = CONVIS_DIR_OUTBOUND;
 	owner.flags |= CONVIS_F_START_SEEN;
-	owner.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	owner.cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	owner.netns = sk_netns(sk);
+	owner.cgroup_id = sk_cgroup(sk);
 	copy_owner(ev, &owner);
-	read_tuple(sk, ev);
+	read_tuple_sk(sk, ev);
 	ev->proto = proto;
 	/* the destination asked for, not whatever the socket holds */
 	__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
@@ -872,7 +848,6 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 	struct udp_key k = {};
 	struct udp_flow *f;
 	struct udp_peer *p;
-	__u32 *a = (__u32 *)k.raddr;
 	__u16 family = sk->__sk_common.skc_family;
 	long err;
 
@@ -890,14 +865,7 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 		p->cookie = 0;
 	} else if (sk->__sk_common.skc_dport) {
 		k.rport = bpf_ntohs(sk->__sk_common.skc_dport);
-		if (family == AF_INET) {
-			a[0] = sk->__sk_common.skc_daddr;
-		} else {
-			a[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
-			a[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
-			a[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
-			a[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
-		}
+		put_remote_addr(k.raddr, sk, family);
 	}
 	/* else: received without asking for the sender's address: counted
 	 * against an unspecified remote */
@@ -905,7 +873,6 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 	f = bpf_map_lookup_elem(&udp_flows, &k);
 	if (!f) {
 		struct udp_flow nf = {};
-		__u32 *l = (__u32 *)nf.laddr;
 
 		nf.si.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
 		nf.si.start_ns = bpf_ktime_get_ns();
@@ -914,14 +881,7 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 		nf.si.cgroup_id = sk_cgroup(sk);
 		fill_owner(&nf.si);
 		nf.lport = sk->__sk_common.skc_num;
-		if (family == AF_INET) {
-			l[0] = sk->__sk_common.skc_rcv_saddr;
-		} else {
-			l[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
-			l[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
-			l[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
-			l[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
-		}
+		put_local_addr(nf.laddr, sk, family);
 		err = bpf_map_update_elem(&udp_flows, &k, &nf, BPF_NOEXIST);
 		if (err && err != -EEXIST) {
 			stat_inc(CONVIS_STAT_UDP_FULL);
@@ -1073,8 +1033,10 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 
 	if (si->direction == CONVIS_DIR_LISTEN)
 		return 0;
-	tp = (struct tcp_sock *)*keyp;
-	counts_probe(tp, &c);
+	/* known only by its address: read-only plain loads, valid under the
+	 * test run's rcu_read_lock */
+	tp = rdonly((void *)*keyp, struct tcp_sock);
+	counts_tp(tp, &c);
 	old_s = si->rep_sent;
 	old_r = si->rep_received;
 	old_t = si->rep_retrans;
@@ -1103,8 +1065,8 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 	ev->hdr.size = sizeof(*ev);
 	ev->hdr.ts_ns = bpf_ktime_get_ns();
 	copy_owner(ev, si);
-	read_tuple((struct sock *)tp, ev);
-	ev->old_state = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_state);
+	read_tuple_tp(tp, ev);
+	ev->old_state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
 	ev->duration_ns = ev->hdr.ts_ns - si->start_ns;
 	put_counts(ev, &c);
 	ev->delta_sent = ds;
