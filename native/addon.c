@@ -65,10 +65,10 @@ struct tracer {
 	struct batch *cur;
 	char **attached;
 	size_t nattached;
-	/* iterators: sweeps every sweep_ms (0: never), snapshot at start */
+	/* the snapshot's iterators (also in links, which owns them) */
 	struct bpf_link *snap_files, *snap_tcp;
+	/* sweep period (0: never) */
 	uint32_t sweep_ms;
-	atomic_bool sweep_now;
 	uint64_t sweeps, sweep_errors;
 };
 
@@ -239,10 +239,9 @@ static void *poll_thread(void *arg)
 
 	while (!atomic_load(&t->stop)) {
 		ring_buffer__poll(t->rb, POLL_MS);
-		if (atomic_exchange(&t->sweep_now, false) || now_ms() >= next_sweep) {
+		if (now_ms() >= next_sweep) {
 			sweep(t);
-			if (t->sweep_ms)
-				next_sweep = now_ms() + t->sweep_ms;
+			next_sweep = now_ms() + t->sweep_ms;
 		}
 		/* records submitted with BPF_RB_NO_WAKEUP are only seen by consume */
 		ring_buffer__consume(t->rb);
@@ -296,8 +295,6 @@ static void tracer_destroy(struct tracer *t)
 	}
 	batch_free(t->cur);
 	t->cur = NULL;
-	bpf_link__destroy(t->snap_files);
-	bpf_link__destroy(t->snap_tcp);
 	t->snap_files = t->snap_tcp = NULL;
 	for (i = 0; i < t->nlinks; i++)
 		bpf_link__destroy(t->links[i]);
@@ -402,8 +399,8 @@ static bool has_prefix(const char *s, const char *prefix)
  * open({ ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath, cgroupPath }) -> handle
  * Loads the embedded object and attaches every program: tracepoints as
  * they are, cgroup hooks to cgroupPath (the cgroup v2 root; left out when
- * there is none), iterators for the snapshot; the sweep program is only
- * run on demand. Throws with .code.
+ * there is none), iterators for the snapshot to be read later; the sweep
+ * program is only ever run. Throws with .code.
  */
 static napi_value js_open(napi_env env, napi_callback_info info)
 {
@@ -487,14 +484,16 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		struct bpf_link *link;
 		struct bpf_link **nl;
 
-		/* iterators are attached below; the sweep is run, not attached */
-		if (has_prefix(sec, "iter/") || strcmp(sec, "raw_tp") == 0)
+		/* the sweep is run, not attached */
+		if (strcmp(sec, "raw_tp") == 0)
 			continue;
 		if (has_prefix(sec, "cgroup/")) {
 			/* no cgroup v2 tree: unconnected UDP peers stay unknown */
 			if (cgroup_fd < 0)
 				continue;
 			link = bpf_program__attach_cgroup(prog, cgroup_fd);
+		} else if (has_prefix(sec, "iter/")) {
+			link = bpf_program__attach_iter(prog, NULL);
 		} else {
 			link = bpf_program__attach(prog);
 		}
@@ -521,33 +520,14 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		}
 		t->links = nl;
 		t->links[t->nlinks++] = link;
+		if (prog == t->skel->progs.snap_files)
+			t->snap_files = link;
+		else if (prog == t->skel->progs.snap_tcp)
+			t->snap_tcp = link;
 		record_attached(t, sec);
 	}
 	if (cgroup_fd >= 0)
 		close(cgroup_fd);
-
-	{
-		struct { struct bpf_link **link; struct bpf_program *prog; const char *name; } iters[] = {
-			{ &t->snap_files, t->skel->progs.snap_files, "iter/task_file" },
-			{ &t->snap_tcp, t->skel->progs.snap_tcp, "iter/tcp" },
-		};
-		size_t k;
-
-		for (k = 0; k < sizeof(iters) / sizeof(iters[0]); k++) {
-			struct bpf_link *link = bpf_program__attach_iter(iters[k].prog, NULL);
-			err = libbpf_get_error(link);
-			if (err) {
-				char what[256];
-				snprintf(what, sizeof(what), "attach %s", iters[k].name);
-				tracer_destroy(t);
-				free(t);
-				throw_err(env, err, what);
-				return NULL;
-			}
-			*iters[k].link = link;
-			record_attached(t, iters[k].name);
-		}
-	}
 
 	t->stats_fd = bpf_map__fd(t->skel->maps.stats);
 	t->ncpus = libbpf_num_possible_cpus();
@@ -622,19 +602,6 @@ static napi_value js_request_stop(napi_env env, napi_callback_info info)
 	if (!t)
 		return NULL;
 	atomic_store(&t->stop, true);
-	return NULL;
-}
-
-/* requestSweep(handle): the poll thread sweeps at its next turn */
-static napi_value js_request_sweep(napi_env env, napi_callback_info info)
-{
-	napi_value argv[1];
-	struct tracer *t;
-
-	t = tracer_arg(env, info, argv, 1);
-	if (!t)
-		return NULL;
-	atomic_store(&t->sweep_now, true);
 	return NULL;
 }
 
@@ -883,7 +850,6 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "attached", NULL, js_attached, NULL, NULL, NULL, napi_default, NULL },
 		{ "start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL },
 		{ "requestStop", NULL, js_request_stop, NULL, NULL, NULL, napi_default, NULL },
-		{ "requestSweep", NULL, js_request_sweep, NULL, NULL, NULL, napi_default, NULL },
 		{ "snapshot", NULL, js_snapshot, NULL, NULL, NULL, napi_default, NULL },
 		{ "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
 		{ "clocks", NULL, js_clocks, NULL, NULL, NULL, napi_default, NULL },

@@ -37,7 +37,6 @@ export interface Binding {
   attached(handle: TracerHandle): string[];
   start(handle: TracerHandle, onBatch: (batch: Buffer | null, count: number) => void): void;
   requestStop(handle: TracerHandle): void;
-  requestSweep(handle: TracerHandle): void;
   snapshot(handle: TracerHandle, netnsPaths: string[]): SnapshotResult;
   close(handle: TracerHandle): void;
   stats(handle: TracerHandle): number[];

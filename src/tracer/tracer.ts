@@ -151,11 +151,6 @@ export class Tracer {
     return this.binding.snapshot(this.handle, netnsPaths);
   }
 
-  /** Asks for a sweep now (updates of every open connection and UDP flow that moved bytes). */
-  sweep(): void {
-    if (this.handle) this.binding.requestSweep(this.handle);
-  }
-
   /** Drains what the kernel holds (after a last sweep), delivers it, then detaches and frees. */
   async stop(): Promise<void> {
     const handle = this.handle;
