@@ -97,11 +97,12 @@ async function run(config: Config, log: Logger): Promise<number> {
       void shutdown();
     },
   });
+  // the cgroup v2 tree: the UDP peer hooks attach to its root, the container index walks it
+  const cgroupPath = findCgroup2Root(config.procRoot);
   // runtimes before the kernel side: a bad DOCKER_HOST is a usage error, found first
   let runtimes: Awaited<ReturnType<typeof openRuntimes>>;
   try {
     runtimes = await openRuntimes(config, log);
-    const cgroupPath = findCgroup2Root(config.procRoot);
     tracer = Tracer.open({
       ringBytes: config.ringBytes,
       sysRoot: config.sysRoot,
@@ -117,11 +118,10 @@ async function run(config: Config, log: Logger): Promise<number> {
   const t = tracer;
 
   const processes = new ProcessCache({ procRoot: config.procRoot });
-  const cgroupRoot = findCgroup2Root(config.procRoot);
   containers = new Containers({
     ...runtimes,
     log,
-    ...(cgroupRoot ? { cgroups: new CgroupIndex({ root: cgroupRoot }) } : {}),
+    ...(cgroupPath ? { cgroups: new CgroupIndex({ root: cgroupPath }) } : {}),
   });
   const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset });
   const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}) });

@@ -200,6 +200,16 @@ function writeByteCounts(w: ByteWriter, e: ConnectionEvent): void {
   w.number(e.bytesReceived ?? NaN);
 }
 
+/** `,"duration_ms":..,"srtt_us":..,"retransmits":..` of a close or a TCP update. */
+function writeTimings(w: ByteWriter, e: ConnectionEvent): void {
+  w.bytes(F_DURATION);
+  w.millisFromNanos(e.durationMs ?? NaN);
+  w.bytes(F_SRTT);
+  w.number(e.srttUs ?? NaN);
+  w.bytes(F_RETRANSMITS);
+  w.number(e.retransmits ?? NaN);
+}
+
 /** Writes the event as one JSON line, ending in a newline; the same JSON as JSON.stringify(toJsonObject(e)). */
 export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   w.bytes(timeHead.get(e.timeSec));
@@ -221,12 +231,7 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   switch (e.event) {
     case 'close':
       writeByteCounts(w, e);
-      w.bytes(F_DURATION);
-      w.millisFromNanos(e.durationMs ?? NaN);
-      w.bytes(F_SRTT);
-      w.number(e.srttUs ?? NaN);
-      w.bytes(F_RETRANSMITS);
-      w.number(e.retransmits ?? NaN);
+      writeTimings(w, e);
       if (e.bytesSentDelta !== undefined) {
         w.bytes(F_BYTES_SENT_DELTA);
         w.number(e.bytesSentDelta);
@@ -244,12 +249,7 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
         w.bytes(F_DATAGRAMS_RECEIVED);
         w.number(e.datagramsReceived ?? NaN);
       } else {
-        w.bytes(F_DURATION);
-        w.millisFromNanos(e.durationMs ?? NaN);
-        w.bytes(F_SRTT);
-        w.number(e.srttUs ?? NaN);
-        w.bytes(F_RETRANSMITS);
-        w.number(e.retransmits ?? NaN);
+        writeTimings(w, e);
       }
       break;
     case 'connect':
