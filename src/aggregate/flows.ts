@@ -89,11 +89,32 @@ export function flowLabels(e: ConnectionEvent): FlowLabels {
   };
 }
 
-/** The same values as flowLabels(e), joined: built per event, so it makes no object. */
+/** The same values as flowLabels(e), joined. */
 function flowKey(e: ConnectionEvent): string {
-  const c = e.container;
-  return `${e.proto}\0${e.node}\0${e.direction}\0${e.process?.comm ?? ''}\0${c?.id ?? ''}\0${c?.name ?? ''}\0${c?.image ?? ''}\0${e.pod?.name ?? ''}\0${e.pod?.namespace ?? ''}\0${e.remote?.ip ?? ''}\0${serverPort(e)}\0${e.remotePod?.name ?? ''}\0${e.remotePod?.namespace ?? ''}`;
+  return `${e.proto}\0${e.direction}\0${localKey(e)}\0${e.remote?.ip ?? ''}\0${serverPort(e)}\0${e.remotePod?.name ?? ''}\0${e.remotePod?.namespace ?? ''}`;
 }
+
+/** node, direction and the local labels, joined. */
+function localKey(e: ConnectionEvent): string {
+  const c = e.container;
+  return `${e.node}\0${e.process?.comm ?? ''}\0${c?.id ?? ''}\0${c?.name ?? ''}\0${c?.image ?? ''}\0${e.pod?.name ?? ''}\0${e.pod?.namespace ?? ''}`;
+}
+
+/**
+ * The flows of one node-side identity (node, process name, container, pod),
+ * by remote IP, then by server port, direction and protocol in one number.
+ */
+type LocalFlows = Map<string, Map<number, Flow>>;
+
+/** What a process object last mapped to, valid while its container, pod and node stay the same objects. */
+interface ProcessLocal {
+  container: ConnectionEvent['container'];
+  pod: ConnectionEvent['pod'];
+  node: string;
+  flows: LocalFlows;
+}
+
+const portKey = (e: ConnectionEvent): number => serverPort(e) * 4 + (e.direction === 'outbound' ? 2 : 0) + (e.proto === 'udp' ? 1 : 0);
 
 const zero = (): FlowCounters => ({
   connections: 0,
@@ -106,7 +127,18 @@ const zero = (): FlowCounters => ({
 });
 
 export class FlowTable {
-  private readonly flows = new Map<string, Flow>();
+  /** every flow but the overflow ones, in the order they were made */
+  private readonly list: Flow[] = [];
+  /**
+   * The index, without building a key string per event: the node-side
+   * identity by process object (then by its labels joined, which several
+   * processes share), then remote IP, then server port, direction and
+   * protocol. A flow found there whose remote pod differs (a pod IP that
+   * moved to another pod) is looked up by its full key in \`others\`.
+   */
+  private readonly byProcess = new WeakMap<object, ProcessLocal>();
+  private readonly locals = new Map<string, LocalFlows>();
+  private readonly others = new Map<string, Flow>();
   private readonly overflow = new Map<string, Flow>();
   private readonly maxFlows: number;
   /** events folded into an overflow flow because the cap was reached */
@@ -152,26 +184,60 @@ export class FlowTable {
 
   /** Every flow, overflow flows last. Counters are live: read them, do not keep them. */
   *all(): IterableIterator<Flow> {
-    yield* this.flows.values();
+    yield* this.list;
     yield* this.overflow.values();
   }
 
   get size(): number {
-    return this.flows.size;
+    return this.list.length;
+  }
+
+  private localFlows(e: ConnectionEvent): LocalFlows {
+    const p = e.process;
+    if (p !== null) {
+      const hit = this.byProcess.get(p);
+      if (hit !== undefined && hit.container === e.container && hit.pod === e.pod && hit.node === e.node) return hit.flows;
+    }
+    const key = localKey(e);
+    let flows = this.locals.get(key);
+    if (flows === undefined) {
+      flows = new Map();
+      this.locals.set(key, flows);
+    }
+    if (p !== null) this.byProcess.set(p, { container: e.container, pod: e.pod, node: e.node, flows });
+    return flows;
   }
 
   private flowOf(e: ConnectionEvent): Flow {
-    const key = flowKey(e);
-    let f = this.flows.get(key);
-    if (f) return f;
-    if (this.flows.size < this.maxFlows) {
-      f = { proto: e.proto, labels: flowLabels(e), counters: zero() };
-      this.flows.set(key, f);
+    const local = this.localFlows(e);
+    const ip = e.remote?.ip ?? '';
+    let byPort = local.get(ip);
+    if (byPort === undefined) {
+      byPort = new Map();
+      local.set(ip, byPort);
+    }
+    const pk = portKey(e);
+    const f = byPort.get(pk);
+    if (f !== undefined) {
+      const l = f.labels;
+      if (l.remote_pod === (e.remotePod?.name ?? '') && l.remote_namespace === (e.remotePod?.namespace ?? '')) return f;
+      const key = flowKey(e);
+      return this.others.get(key) ?? this.make(e, (n) => this.others.set(key, n));
+    }
+    return this.make(e, (n) => byPort.set(pk, n));
+  }
+
+  /** A new flow, or the overflow flow once the cap is reached. */
+  private make(e: ConnectionEvent, index: (f: Flow) => void): Flow {
+    if (this.list.length < this.maxFlows) {
+      const f: Flow = { proto: e.proto, labels: flowLabels(e), counters: zero() };
+      this.list.push(f);
+      index(f);
       return f;
     }
     this.folded++;
     const okey = `${e.proto}\0${e.node}\0${e.direction}`;
-    f = this.overflow.get(okey);
+    let f = this.overflow.get(okey);
     if (!f) {
       const blank = Object.fromEntries(FLOW_LABELS.map((n) => [n, ''])) as FlowLabels;
       f = { proto: e.proto, labels: { ...blank, node: e.node, direction: e.direction, overflow: 'true' }, counters: zero() };

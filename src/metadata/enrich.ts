@@ -41,16 +41,15 @@ const NO_DETAILS: Details = { container: null, pod: null };
 /** containers whose details are kept at once (the container cache holds 4096) */
 const MAX_DETAILS = 8192;
 
-interface Item {
-  rec: ConnRecord;
-  process: ProcessDetails | null;
-  /** from the process's cgroups; undefined: not known, look at the socket's cgroup */
-  container: ContainerRef | null | undefined;
-}
-
-/** A batch between ingest() and finish(). */
+/**
+ * A batch between ingest() and finish(): per connection record, its
+ * process and container in arrays side by side (no object per record).
+ */
 export interface IngestedBatch {
-  items: Item[];
+  recs: ConnRecord[];
+  processes: (ProcessDetails | null)[];
+  /** from the process's cgroups; undefined: not known, look at the socket's cgroup */
+  containers: (ContainerRef | null | undefined)[];
   /** container ids the batch mentions */
   refs: Map<string, ContainerRef>;
   /** socket cgroup ids the cgroup index does not know yet */
@@ -110,6 +109,46 @@ function addFields(ev: ConnectionEvent, r: ConnRecord): void {
   }
 }
 
+/**
+ * A ConnectionEvent as the enricher makes them. A class, not a literal,
+ * because V8 keeps room inside instances of a class for the fields set
+ * after construction (close counters, remote pod): a literal would move
+ * them to a separately allocated store, per event. The optional fields are
+ * declared, not defined: an event has only the ones its kind carries.
+ */
+class Event implements ConnectionEvent {
+  declare existing?: true;
+  declare remotePod?: RemotePod;
+  declare bytesSent?: number;
+  declare bytesReceived?: number;
+  declare bytesSentDelta?: number;
+  declare bytesReceivedDelta?: number;
+  declare datagramsSent?: number;
+  declare datagramsReceived?: number;
+  declare durationMs?: number;
+  declare srttUs?: number;
+  declare retransmits?: number;
+  declare retransmitsDelta?: number;
+  declare error?: string;
+
+  constructor(
+    public timeSec: number,
+    public timeNsec: number,
+    public event: ConnectionEvent['event'],
+    public proto: ConnectionEvent['proto'],
+    public direction: ConnectionEvent['direction'],
+    public local: ConnectionEvent['local'],
+    public remote: ConnectionEvent['remote'],
+    public process: ProcessDetails | null,
+    public container: ContainerDetails | null,
+    public pod: PodDetails | null,
+    public node: string,
+    public cgroupId: number,
+    public netns: number,
+    public connId: number,
+  ) {}
+}
+
 export class Enricher {
   private readonly o: EnricherOptions;
   private readonly now: () => number;
@@ -130,7 +169,7 @@ export class Enricher {
 
   /** Feeds process records to the cache and takes each connection's owner, in kernel order. */
   ingest(records: readonly KernelRecord[]): IngestedBatch {
-    const batch: IngestedBatch = { items: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
+    const batch: IngestedBatch = { recs: [], processes: [], containers: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
     const { processes, containers } = this.o;
     for (const r of records) {
       switch (r.kind) {
@@ -155,7 +194,9 @@ export class Enricher {
             if (container === undefined && containers.mayFindCgroup(r.cgroupId)) batch.unknownCgroups.add(r.cgroupId);
           }
           if (container) batch.refs.set(container.id, container);
-          batch.items.push({ rec: r, process, container });
+          batch.recs.push(r);
+          batch.processes.push(process);
+          batch.containers.push(container);
         }
       }
     }
@@ -164,7 +205,11 @@ export class Enricher {
 
   /** Builds the events with whatever the container cache knows now. */
   finish(batch: IngestedBatch): ConnectionEvent[] {
-    return batch.items.map((it) => this.event(it));
+    const { recs, processes, containers } = batch;
+    const n = recs.length;
+    const out: ConnectionEvent[] = [];
+    for (let i = 0; i < n; i++) out.push(this.event(recs[i] as ConnRecord, processes[i] ?? null, containers[i]));
+    return out;
   }
 
   private detailsOf(ref: ContainerRef): Details {
@@ -191,7 +236,7 @@ export class Enricher {
     return p;
   }
 
-  private event({ rec: r, process, container }: Item): ConnectionEvent {
+  private event(r: ConnRecord, process: ProcessDetails | null, container: ContainerRef | null | undefined): ConnectionEvent {
     const { containers } = this.o;
     // the index may have learnt the socket's cgroup since ingest()
     const ref = container === undefined ? containers.refOfCgroup(r.cgroupId) : container;
@@ -204,23 +249,23 @@ export class Enricher {
       sec++;
     }
     const listener = r.kind === 'listen' || r.kind === 'unlisten';
-    const ev: ConnectionEvent = {
-      timeSec: sec,
-      timeNsec: nsec,
-      event: r.kind,
-      proto: r.proto,
-      direction: r.direction === 'inbound' || r.direction === 'listen' ? 'inbound' : 'outbound',
-      local: { ip: r.localIp, port: r.localPort },
-      remote: listener ? null : { ip: r.remoteIp, port: r.remotePort },
+    const ev = new Event(
+      sec,
+      nsec,
+      r.kind,
+      r.proto,
+      r.direction === 'inbound' || r.direction === 'listen' ? 'inbound' : 'outbound',
+      { ip: r.localIp, port: r.localPort },
+      listener ? null : { ip: r.remoteIp, port: r.remotePort },
       // shared with the cache, not copied: sinks treat events as read-only
       process,
-      container: d.container,
-      pod: d.pod,
-      node: this.o.node,
-      cgroupId: r.cgroupId,
-      netns: r.netns,
-      connId: r.connId,
-    };
+      d.container,
+      d.pod,
+      this.o.node,
+      r.cgroupId,
+      r.netns,
+      r.connId,
+    );
     if (!listener) {
       const peer = containers.podByIp(r.remoteIp);
       if (peer) ev.remotePod = this.remotePodOf(peer);

@@ -49,7 +49,7 @@ export class Pipeline {
     const batch = this.o.enricher.ingest(records);
     // learn new processes' containers ahead of their first connection
     if (batch.newCgroups.size > 0) this.o.containers.prefetch(batch.newCgroups);
-    if (batch.items.length === 0) return;
+    if (batch.recs.length === 0) return;
     const needs = this.o.containers.needs(batch.refs.values(), batch.unknownCgroups);
     if (!needs && this.queued === 0) {
       this.emit(batch); // the common case: everything is cached, nothing queued

@@ -158,6 +158,41 @@ describe('FlowTable', () => {
     assert.equal(flows[0]!.counters.connections, 2);
   });
 
+  test('a flow is found again by every label: the process object, its container, the peer pod behind one IP', () => {
+    const t = new FlowTable();
+    const web = { id: 'b'.repeat(64), name: 'web', image: 'nginx:1', runtime: 'docker' };
+    const renamed = { ...web, name: 'web-renamed' };
+    const pod = { name: 'web-0', namespace: 'shop', uid: 'u' };
+    const db = { name: 'db-0', namespace: 'shop' };
+    const cache = { name: 'cache-0', namespace: 'shop' };
+    const same = { container: web, pod };
+    t.add([
+      ev('connect', { ...same, remotePod: db }),
+      ev('connect', { ...same, remotePod: db }),
+      // the same process object, now in a container with other details
+      ev('connect', { container: renamed, pod, remotePod: db }),
+      // the peer IP now belongs to another pod, then to the first again
+      ev('connect', { ...same, remotePod: cache }),
+      ev('connect', { ...same, remotePod: cache }),
+      ev('connect', { ...same, remotePod: db }),
+      // another process object with the same name shares the flow
+      ev('connect', { ...same, process: { ...proc, pid: 11 }, remotePod: db }),
+      // other direction, protocol or port: other flows
+      ev('accept', { ...same, direction: 'inbound', local: { ip: '10.0.0.1', port: 443 }, remotePod: db }),
+      ev('update', { ...same, proto: 'udp', remotePod: db, bytesSent: 5, bytesReceived: 0 }),
+      ev('connect', { ...same, remote: { ip: '10.0.0.2', port: 444 }, remotePod: db }),
+    ]);
+    const got = [...t.all()].map((f) => [f.proto, f.labels.direction, f.labels.container_name, f.labels.server_port, f.labels.remote_pod, f.counters.connections]);
+    assert.deepEqual(got.sort(), [
+      ['tcp', 'inbound', 'web', '443', 'db-0', 1],
+      ['tcp', 'outbound', 'web', '443', 'cache-0', 2],
+      ['tcp', 'outbound', 'web', '443', 'db-0', 4],
+      ['tcp', 'outbound', 'web', '444', 'db-0', 1],
+      ['tcp', 'outbound', 'web-renamed', '443', 'db-0', 1],
+      ['udp', 'outbound', 'web', '443', 'db-0', 0],
+    ]);
+  });
+
   test('the cap folds new flows into one overflow flow per node and direction, and counts them', () => {
     const t = new FlowTable({ maxFlows: 2 });
     for (let i = 0; i < 5; i++) t.add([ev('connect', { remote: { ip: `10.0.1.${i}`, port: 443 } })]);
