@@ -20,6 +20,10 @@ import type { Sink } from '../sinks/sink.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { secrets } from '../config/secrets.js';
+
+/** `text` without any credential convis was given (for the last-resort error line of bin/convis). */
+export const scrubSecrets = (text: string): string => secrets.scrub(text);
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -41,12 +45,17 @@ Options:
   --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
   --max-flows N               most flows the metrics keep; more fold into an overflow flow (default: 10000)
   --interval DURATION         how often open connections and UDP flows report the bytes they moved (default: 10s, at least 1s)
+  --cmdline MODE              command lines in events: redacted (default: secret-bearing arguments masked), full or none
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
 
 Sinks:
 ${sinkHelp()}
+
+Credentials never appear in what convis writes or sends (its own command line is reported with them
+masked). They can come from files (key_file=, password_file=, header_file.<name>=, bearer_token_file=)
+or from $CONVIS_NEWRELIC_KEY and $CONVIS_PROMETHEUS_PASSWORD instead of the command line.
 
 Docker is found through $DOCKER_HOST, else /var/run/docker.sock.
 
@@ -55,7 +64,7 @@ Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
 
 
 async function run(config: Config, log: Logger): Promise<number> {
-  const parsedSinks = parseSinkSpecs(config.sinks);
+  const parsedSinks = parseSinkSpecs(config.sinks, config.credentials);
   const counts = new KindCounts();
   // filled in below; the registry reads them only when it is collected
   let tracer: Tracer | undefined;
@@ -117,7 +126,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   }
   const t = tracer;
 
-  const processes = new ProcessCache({ procRoot: config.procRoot });
+  const processes = new ProcessCache({ procRoot: config.procRoot, cmdline: config.cmdline });
   containers = new Containers({
     ...runtimes,
     log,

@@ -9,6 +9,22 @@ import { parseArgs } from 'node:util';
 import { parseDurationMs } from './duration.js';
 import { ConfigError } from './errors.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
+import { secrets } from './secrets.js';
+import { CMDLINE_MODES, type CmdlineMode } from '../metadata/cmdline.js';
+
+/**
+ * Credentials from the environment, for sinks not given them on the command
+ * line (which every user of the node can read in /proc) or in a file.
+ */
+export interface EnvCredentials {
+  /** CONVIS_NEWRELIC_KEY: the New Relic insert key */
+  newrelicKey?: string;
+  /** CONVIS_PROMETHEUS_PASSWORD: the remote-write basic auth password */
+  prometheusPassword?: string;
+}
+
+/** Sink options whose values are credentials ("header." covers every header.<name>). */
+const SECRET_OPTIONS = ['key', 'password', 'header.'];
 
 export interface Config {
   sinks: SinkSpec[];
@@ -30,6 +46,9 @@ export interface Config {
   maxFlows: number;
   /** how often open connections and UDP flows report what moved */
   intervalMs: number;
+  /** what command lines show in events */
+  cmdline: CmdlineMode;
+  credentials: EnvCredentials;
 }
 
 const MIN_INTERVAL_MS = 1000;
@@ -84,13 +103,27 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
         'podman-socket': { type: 'string' },
         'max-flows': { type: 'string' },
         interval: { type: 'string' },
+        cmdline: { type: 'string' },
       },
     }));
   } catch (e) {
     // parseArgs' messages are one sentence already; drop its hints after the first line
     throw new ConfigError((e as Error).message.split('\n')[0] ?? String(e));
   }
+  // credentials first, so that no message from here on can show one
+  const credentials: EnvCredentials = {};
+  if (env.CONVIS_NEWRELIC_KEY) credentials.newrelicKey = env.CONVIS_NEWRELIC_KEY;
+  if (env.CONVIS_PROMETHEUS_PASSWORD) credentials.prometheusPassword = env.CONVIS_PROMETHEUS_PASSWORD;
+  secrets.add(credentials.newrelicKey);
+  secrets.add(credentials.prometheusPassword);
   const sinks = (values.sink ?? ['stdout']).map(parseSinkSpec);
+  for (const { options } of sinks) {
+    for (const [key, value] of Object.entries(options)) {
+      if (SECRET_OPTIONS.some((k) => (k.endsWith('.') ? key.startsWith(k) : key === k))) secrets.add(value);
+    }
+  }
+  const cmdline = (values.cmdline ?? 'redacted') as CmdlineMode;
+  if (!CMDLINE_MODES.includes(cmdline)) throw new ConfigError(`--cmdline must be full, redacted or none, not ${JSON.stringify(values.cmdline)}`);
   const ringMib = values['ring-buffer-mib'] === undefined ? 16 : positiveInt('--ring-buffer-mib', values['ring-buffer-mib']);
   if ((ringMib & (ringMib - 1)) !== 0 || ringMib > 1024) {
     throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${ringMib}`);
@@ -120,5 +153,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     ...(env.DOCKER_HOST ? { dockerHost: env.DOCKER_HOST } : {}),
     maxFlows: values['max-flows'] === undefined ? 10_000 : positiveInt('--max-flows', values['max-flows']),
     intervalMs,
+    cmdline,
+    credentials,
   };
 }

@@ -4,6 +4,8 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { secrets } from '../config/secrets.js';
+import { formatCmdline, type CmdlineMode } from './cmdline.js';
 
 export interface ProcessInfo {
   pid: number;
@@ -58,8 +60,8 @@ function tryRead(path: string): string | undefined {
   }
 }
 
-/** Reads one process from procfs; undefined when it is gone. */
-export function readProcess(procRoot: string, pid: number): ProcessInfo | undefined {
+/** Reads one process from procfs, its command line as `cmdline` says; undefined when it is gone. */
+export function readProcess(procRoot: string, pid: number, cmdline: CmdlineMode = 'full'): ProcessInfo | undefined {
   const dir = join(procRoot, String(pid));
   const stat = tryRead(join(dir, 'stat'));
   if (stat === undefined) return undefined;
@@ -74,8 +76,8 @@ export function readProcess(procRoot: string, pid: number): ProcessInfo | undefi
   }
   // a kernel thread has an empty cmdline: show its comm in brackets as ps does
   const argv = parseCmdline(tryRead(join(dir, 'cmdline')) ?? '');
-  const cmd = argv.length > 0 ? argv.join(' ') : `[${fields.comm}]`;
-  return { pid, ppid: fields.ppid, uid, comm: fields.comm, cmd, exe };
+  const cmd = argv.length > 0 ? formatCmdline(argv, cmdline) : cmdline === 'none' ? '' : `[${fields.comm}]`;
+  return { pid, ppid: fields.ppid, uid, comm: secrets.scrub(fields.comm), cmd, exe: secrets.scrub(exe) };
 }
 
 /** Pids of every process (not thread) under the proc root. */

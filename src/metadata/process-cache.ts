@@ -9,6 +9,8 @@ import { readlinkSync, readFileSync } from 'node:fs';
 import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
 import { containerFromProcCgroup, type ContainerRef } from './cgroup.js';
 import { listPids, parseCmdline, readProcess, type ProcessInfo } from './proc.js';
+import { formatCmdline, type CmdlineMode } from './cmdline.js';
+import { secrets } from '../config/secrets.js';
 
 export interface ProcessCacheOptions {
   procRoot: string;
@@ -18,6 +20,8 @@ export interface ProcessCacheOptions {
   now?: () => number;
   /** most entries kept; the oldest exited ones go first (default 65536) */
   maxEntries?: number;
+  /** what command lines show (default redacted: common secret-bearing arguments masked) */
+  cmdline?: CmdlineMode;
 }
 
 export interface ProcessCacheStats {
@@ -60,6 +64,7 @@ export class ProcessCache {
   private readonly exitedTtlMs: number;
   private readonly now: () => number;
   private readonly maxEntries: number;
+  private readonly cmdline: CmdlineMode;
   private readonly counters = { hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 };
 
   constructor(options: ProcessCacheOptions) {
@@ -67,13 +72,14 @@ export class ProcessCache {
     this.exitedTtlMs = options.exitedTtlMs ?? 120_000;
     this.maxEntries = options.maxEntries ?? 65536;
     this.now = options.now ?? Date.now;
+    this.cmdline = options.cmdline ?? 'redacted';
   }
 
   /** Loads every running process; call once, after the tracer is attached. */
   scan(): void {
     for (const pid of listPids(this.procRoot)) {
       if (this.entries.has(pid)) continue;
-      const info = readProcess(this.procRoot, pid);
+      const info = readProcess(this.procRoot, pid, this.cmdline);
       if (info) this.set(pid, { info });
     }
   }
@@ -96,12 +102,12 @@ export class ProcessCache {
     } catch {
       // exited already
     }
-    const cmd = argv.length > 0 ? argv.join(' ') : r.filename;
+    const cmd = formatCmdline(argv.length > 0 ? argv : [r.filename], this.cmdline);
     // read now: a process that connects and exits at once is gone by its first
     // event; if it is gone already, exec did not change its cgroups: keep what
     // it inherited at fork
     const container = this.readContainer(r.pid) ?? this.entries.get(r.pid)?.container;
-    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: r.comm, cmd, exe }, ...(container !== undefined ? { container } : {}) });
+    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: secrets.scrub(r.comm), cmd, exe: secrets.scrub(exe) }, ...(container !== undefined ? { container } : {}) });
   }
 
   /** A new process (not thread) starts as a copy of its parent. */
@@ -116,8 +122,8 @@ export class ProcessCache {
         pid: r.pid,
         ppid: r.ppid,
         uid: r.uid,
-        comm: r.comm,
-        cmd: parent?.cmd ?? r.comm,
+        comm: secrets.scrub(r.comm),
+        cmd: parent?.cmd ?? (this.cmdline === 'none' ? '' : secrets.scrub(r.comm)),
         exe: parent?.exe ?? '',
       },
     });
@@ -144,13 +150,13 @@ export class ProcessCache {
       return read;
     }
     this.counters.unresolved++;
-    return { pid, ppid: hint.ppid, uid: hint.uid, comm: hint.comm, cmd: '', exe: '' };
+    return { pid, ppid: hint.ppid, uid: hint.uid, comm: secrets.scrub(hint.comm), cmd: '', exe: '' };
   }
 
   /** procfs for a pid not in the cache; remembers one it does not have. */
   private readGone(pid: number): ProcessInfo | undefined {
     this.counters.procfsReads++;
-    const read = readProcess(this.procRoot, pid);
+    const read = readProcess(this.procRoot, pid, this.cmdline);
     if (!read) {
       if (this.gonePids.size >= this.maxEntries) this.gonePids.delete(this.gonePids.keys().next().value as number);
       this.gonePids.set(pid, this.now());

@@ -6,6 +6,7 @@
 import type { MetricsSource } from '../aggregate/metrics.js';
 import { ConfigError } from '../config/errors.js';
 import type { SinkSpec } from '../config/sink-spec.js';
+import type { EnvCredentials } from '../config/config.js';
 import type { Logger } from '../util/log.js';
 import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
@@ -27,7 +28,7 @@ interface SinkType<T> {
   /** whether it reads the metrics registry (so flows must be aggregated) */
   metrics: boolean;
   /** validates and converts; throws ConfigError with one line that names no secret */
-  parse(options: Record<string, string>): T;
+  parse(options: Record<string, string>, env: EnvCredentials): T;
   create(parsed: T, ctx: SinkContext): Sink | Promise<Sink>;
 }
 
@@ -66,9 +67,11 @@ const prometheus: SinkType<PrometheusSinkOptions> = {
   keys: {
     endpoint: 'remote-write URL, required (e.g. http://prometheus:9090/api/v1/write)',
     username: 'HTTP basic auth user (with password)',
-    password: 'HTTP basic auth password (never printed)',
+    password: 'HTTP basic auth password (never printed); or password_file=, or $CONVIS_PROMETHEUS_PASSWORD',
+    password_file: 'file holding the password, read at start',
     bearer_token_file: 'file holding a bearer token, read at each send',
     'header.': 'an extra header, e.g. header.X-Scope-OrgID=tenant (values never printed)',
+    'header_file.': 'an extra header whose value is in a file, read at start',
     interval: 'how often counters are sent, e.g. 10s (default), 500ms, 1m',
   },
   metrics: true,
@@ -100,11 +103,11 @@ export interface ParsedSink {
 }
 
 /** Checks every spec; throws ConfigError with one sentence. */
-export function parseSinkSpecs(specs: readonly SinkSpec[]): ParsedSink[] {
+export function parseSinkSpecs(specs: readonly SinkSpec[], env: EnvCredentials = {}): ParsedSink[] {
   return specs.map((spec) => {
     const t = TYPES[spec.type];
     if (!t) throw new ConfigError(`unknown sink type "${spec.type}" (available: ${sinkTypes().join(', ')})`);
-    return { type: spec.type, parsed: t.parse(spec.options), metrics: t.metrics };
+    return { type: spec.type, parsed: t.parse(spec.options, env), metrics: t.metrics };
   });
 }
 

@@ -53,7 +53,9 @@ import http from 'node:http';
 import https from 'node:https';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
+import type { EnvCredentials } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
+import { readCredentialFile } from '../config/secrets.js';
 import type { ConnectionEvent } from '../metadata/event.js';
 import type { Logger } from '../util/log.js';
 import type { Sink, SinkStats } from './sink.js';
@@ -103,7 +105,8 @@ export interface NewRelicOptions {
 /** The keys of --sink newrelic,... and what they mean (for errors and --help). */
 export const NEW_RELIC_SPEC_KEYS: Readonly<Record<string, string>> = {
   account: 'New Relic account id (digits), required',
-  key: 'Insights insert key, required (never printed)',
+  key: 'Insights insert key (never printed); or key_file=, or $CONVIS_NEWRELIC_KEY',
+  key_file: 'file holding the insert key, read at start',
   region: 'US (default) or EU',
   endpoint: 'http(s) URL to send to instead; a bare host gets /v1/accounts/<account>/events appended',
 };
@@ -121,7 +124,7 @@ export function eventApiUrl(region: NewRelicRegion, account: string): URL {
  * ConfigError line each and name keys, never values: a value may be the
  * key, typed into the wrong place.
  */
-export function parseNewRelicOptions(o: Record<string, string>): NewRelicOptions {
+export function parseNewRelicOptions(o: Record<string, string>, env: EnvCredentials = {}): NewRelicOptions {
   const where = '--sink newrelic';
   for (const k of Object.keys(o)) {
     if (!Object.hasOwn(NEW_RELIC_SPEC_KEYS, k)) {
@@ -131,8 +134,14 @@ export function parseNewRelicOptions(o: Record<string, string>): NewRelicOptions
   const account = (o.account ?? '').trim();
   if (account === '') throw new ConfigError(`${where}: account= is required (the New Relic account id)`);
   if (!/^[0-9]{1,20}$/.test(account)) throw new ConfigError(`${where}: account must be the numeric New Relic account id`);
-  const key = (o.key ?? '').trim();
-  if (key === '') throw new ConfigError(`${where}: key= is required (an Insights insert key)`);
+  const fail = (message: string): never => {
+    throw new ConfigError(`${where}: ${message}`);
+  };
+  if (o.key !== undefined && o.key_file !== undefined) fail('key and key_file exclude each other: give one');
+  // on the command line, else in a file, else in the environment
+  const given = o.key_file !== undefined ? readCredentialFile('key_file', o.key_file, fail, (p) => readFileSync(p, 'utf8')) : (o.key ?? env.newrelicKey ?? '');
+  const key = given.trim();
+  if (key === '') fail('key= is required (an Insights insert key; or key_file=, or $CONVIS_NEWRELIC_KEY)');
   // a header value: printable ASCII, no spaces (anything else is a paste error)
   if (!/^[\x21-\x7e]+$/.test(key)) throw new ConfigError(`${where}: key has characters no insert key has (spaces or non-ASCII)`);
   const regionText = (o.region ?? 'US').trim().toUpperCase();
@@ -179,7 +188,7 @@ export const NEW_RELIC_ATTRIBUTES = {
   'process.ppid': { type: 'number', description: 'its parent\'s pid' },
   'process.uid': { type: 'number', description: 'its user id' },
   'process.comm': { type: 'string', description: 'kernel task name' },
-  'process.cmd': { type: 'string', description: 'full command line (at most 4096 characters)' },
+  'process.cmd': { type: 'string', description: 'command line as `--cmdline` says (redacted by default; at most 4096 characters)' },
   'process.exe': { type: 'string', description: 'executable path' },
   'container.id': { type: 'string', description: 'container id (64 hex); container.* absent outside containers' },
   'container.name': { type: 'string', description: 'container name, absent when the runtime could not be asked' },

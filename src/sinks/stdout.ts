@@ -22,6 +22,21 @@ export function toJsonLine(e: ConnectionEvent): string {
   return line.toString('utf8', 0, line.length - 1);
 }
 
+/**
+ * A string from outside (a process, a runtime, a workload's labels) in
+ * double quotes, with every control character escaped: JSON's escapes, plus
+ * DEL, the C1 controls (terminal escapes), line and paragraph separators and
+ * the bidirectional overrides that could make a line read as another.
+ */
+export function quoteText(s: string): string {
+  return JSON.stringify(s).replace(/[\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** A name as it is when it is a plain word (as container and pod names are), else quoted: no workload can forge a field or a line. */
+export function textWord(s: string): string {
+  return /^[A-Za-z0-9._:/@+-]+$/.test(s) ? s : quoteText(s);
+}
+
 const hostPort = (p: Endpoint) => (p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`);
 
 /** Text lines stay readable: a long command line is cut (JSON keeps it whole). */
@@ -36,10 +51,7 @@ export function toTextLine(e: ConnectionEvent): string {
   const arrow = e.direction === 'outbound' ? '->' : '<-';
   let line = `${rfc3339(e.timeSec, e.timeNsec)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)}`;
   if (e.remote) line += ` ${arrow} ${hostPort(e.remote)}`;
-  line += e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
-  if (e.container) line += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
-  if (e.pod) line += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
-  if (e.remotePod) line += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
+  line += whoText(e);
   if (e.existing) line += ' existing';
   if (e.event === 'close') {
     line += ` sent=${e.bytesSent} received=${e.bytesReceived} duration=${e.durationMs?.toFixed(3)}ms srtt=${e.srttUs}us retrans=${e.retransmits}`;
@@ -49,7 +61,7 @@ export function toTextLine(e: ConnectionEvent): string {
   } else if (e.event === 'connect_failed') {
     line += ` error=${e.error}`;
   }
-  if (e.process?.cmd) line += ` cmd=${JSON.stringify(shorten(e.process.cmd))}`;
+  if (e.process?.cmd) line += ` cmd=${quoteText(shorten(e.process.cmd))}`;
   return line;
 }
 
@@ -81,13 +93,18 @@ interface TextParts {
   cmd: Uint8Array;
 }
 
+/** " pid=.. comm=.." and the container, pod and remote pod of a text line. */
+function whoText(e: ConnectionEvent): string {
+  let who = e.process ? ` pid=${e.process.pid} comm=${quoteText(e.process.comm)}` : ' pid=? comm=?';
+  if (e.container) who += ` container=${textWord(e.container.name ?? e.container.id.slice(0, 12))}`;
+  if (e.pod) who += ` pod=${textWord(e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`)}`;
+  if (e.remotePod) who += ` remote_pod=${textWord(`${e.remotePod.namespace}/${e.remotePod.name}`)}`;
+  return who;
+}
+
 function makeParts(e: ConnectionEvent): TextParts {
-  let who = e.process ? ` pid=${e.process.pid} comm=${JSON.stringify(e.process.comm)}` : ' pid=? comm=?';
-  if (e.container) who += ` container=${e.container.name ?? e.container.id.slice(0, 12)}`;
-  if (e.pod) who += ` pod=${e.pod.name ? `${e.pod.namespace}/${e.pod.name}` : `uid:${e.pod.uid}`}`;
-  if (e.remotePod) who += ` remote_pod=${e.remotePod.namespace}/${e.remotePod.name}`;
-  const cmd = e.process?.cmd ? ` cmd=${JSON.stringify(shorten(e.process.cmd))}` : '';
-  return { container: e.container, pod: e.pod, remotePod: e.remotePod, who: Buffer.from(who, 'utf8'), cmd: Buffer.from(cmd, 'utf8') };
+  const cmd = e.process?.cmd ? ` cmd=${quoteText(shorten(e.process.cmd))}` : '';
+  return { container: e.container, pod: e.pod, remotePod: e.remotePod, who: Buffer.from(whoText(e), 'utf8'), cmd: Buffer.from(cmd, 'utf8') };
 }
 
 const textParts = new PerProcess<TextParts>((p, e) => p.container === e.container && p.pod === e.pod && p.remotePod === e.remotePod, makeParts);

@@ -65,6 +65,8 @@ export interface AgentResult {
 
 export class Agent {
   readonly events: JsonEvent[] = [];
+  /** every line printed, as printed */
+  stdout = '';
   stderr = '';
   private readonly child: ChildProcess;
   private readonly exited: Promise<number | null>;
@@ -73,10 +75,16 @@ export class Agent {
     this.child = child;
     this.exited = new Promise((res) => child.once('exit', (code) => res(code)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      this.stdout += `${line}\n`;
       this.events.push(JSON.parse(line) as JsonEvent);
     });
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => (this.stderr += d));
+  }
+
+  /** The agent's pid (its own connections carry it). */
+  get pid(): number {
+    return this.child.pid!;
   }
 
   /** Starts bin/convis with a JSON stdout sink and waits until it is tracing. */

@@ -28,6 +28,8 @@ import type { MetricFamily, MetricsSource } from '../../aggregate/metrics.js';
 import type { ConnectionEvent } from '../../metadata/event.js';
 import { parseDurationMs } from '../../config/duration.js';
 import { ConfigError } from '../../config/errors.js';
+import type { EnvCredentials } from '../../config/config.js';
+import { readCredentialFile, secrets } from '../../config/secrets.js';
 import type { Logger } from '../../util/log.js';
 import type { Sink, SinkStats } from '../sink.js';
 import { countSamples, DEFAULT_MAX_SERIES_PER_REQUEST, encodeWriteRequest, splitFamilies } from './remote-write.js';
@@ -87,8 +89,9 @@ const MAX_RETRY_AFTER_MS = 300_000;
 /** how much of an error answer's body is read and quoted */
 const MAX_BODY_QUOTED = 200;
 
-const KEYS = ['endpoint', 'username', 'password', 'bearer_token_file', 'interval'];
+const KEYS = ['endpoint', 'username', 'password', 'password_file', 'bearer_token_file', 'interval'];
 const HEADER_PREFIX = 'header.';
+const HEADER_FILE_PREFIX = 'header_file.';
 /** headers the protocol needs as convis sets them */
 const RESERVED_HEADERS = [
   'content-encoding',
@@ -123,24 +126,27 @@ export function parseInterval(text: string): number {
  * Errors are ConfigError, one line, and never quote a password, token or
  * header value (a header may carry a tenant's token).
  */
-export function parsePrometheusOptions(o: Record<string, string>): PrometheusSinkOptions {
+export function parsePrometheusOptions(o: Record<string, string>, env: EnvCredentials = {}): PrometheusSinkOptions {
   const headers: Record<string, string> = {};
   const headerNames = new Set<string>();
+  const readText = (path: string) => readFileSync(path, 'utf8');
   for (const key of Object.keys(o)) {
-    if (key.startsWith(HEADER_PREFIX)) {
-      const name = key.slice(HEADER_PREFIX.length);
-      if (name === '') configError('header. needs a header name, as in header.X-Scope-OrgID=tenant');
+    const fromFile = key.startsWith(HEADER_FILE_PREFIX);
+    if (key.startsWith(HEADER_PREFIX) || fromFile) {
+      const name = key.slice(fromFile ? HEADER_FILE_PREFIX.length : HEADER_PREFIX.length);
+      if (name === '') configError(`${fromFile ? HEADER_FILE_PREFIX : HEADER_PREFIX} needs a header name, as in header.X-Scope-OrgID=tenant`);
       if (!TOKEN.test(name)) configError(`${JSON.stringify(key)}: a header name is letters, digits and -_.!#$%&'*+^\`|~ only`);
       const lower = name.toLowerCase();
       if (RESERVED_HEADERS.includes(lower)) configError(`header ${name} is set by convis and cannot be given`);
       if (headerNames.has(lower)) configError(`header ${name} is given twice`);
       headerNames.add(lower);
-      const value = o[key] as string;
+      // a header_file.<name> holds the value, read once at start
+      const value = fromFile ? readCredentialFile(key, o[key] as string, configError, readText).trim() : (o[key] as string);
       if (value === '') configError(`header ${name} has an empty value`);
       if (BAD_HEADER_VALUE.test(value)) configError(`header ${name} has a value with a character not allowed in HTTP headers`);
       headers[name] = value;
     } else if (!KEYS.includes(key)) {
-      configError(`unknown option ${JSON.stringify(key)} (known: ${KEYS.join(', ')}, ${HEADER_PREFIX}<name>)`);
+      configError(`unknown option ${JSON.stringify(key)} (known: ${KEYS.join(', ')}, ${HEADER_PREFIX}<name>, ${HEADER_FILE_PREFIX}<name>)`);
     }
   }
 
@@ -161,10 +167,15 @@ export function parsePrometheusOptions(o: Record<string, string>): PrometheusSin
   }
   endpoint.hash = '';
 
-  const { username, password } = o;
+  const { username } = o;
+  if (o.password !== undefined && o.password_file !== undefined) configError('password and password_file exclude each other: give one');
+  // on the command line, else in a file, else in the environment (for a sink with a username)
+  let password = o.password;
+  if (o.password_file !== undefined) password = readCredentialFile('password_file', o.password_file, configError, readText);
+  else if (password === undefined && username !== undefined && env.prometheusPassword !== undefined) password = env.prometheusPassword;
   const bearerTokenFile = o.bearer_token_file;
   if ((username === undefined) !== (password === undefined)) {
-    configError('username and password go together: give both or neither');
+    configError('username and password go together: give both or neither (the password as password=, password_file= or $CONVIS_PROMETHEUS_PASSWORD)');
   }
   if (bearerTokenFile !== undefined && username !== undefined) {
     configError('bearer_token_file and username/password exclude each other: use one way to authenticate');
@@ -180,7 +191,7 @@ export function parsePrometheusOptions(o: Record<string, string>): PrometheusSin
     try {
       if (!statSync(bearerTokenFile).isFile()) configError(`bearer_token_file ${JSON.stringify(bearerTokenFile)} is not a file`);
       // readable now; it is read again at each request, so it may be rotated
-      readFileSync(bearerTokenFile);
+      secrets.add(readFileSync(bearerTokenFile, 'utf8').trim());
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       configError(`bearer_token_file ${JSON.stringify(bearerTokenFile)} cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
@@ -593,6 +604,8 @@ export class PrometheusSink implements Sink {
       let token: string;
       try {
         token = (await readFile(bearerTokenFile, 'utf8')).trim();
+        // a rotated token is a credential too
+        secrets.add(token);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code ?? 'error';
         return { outcome: { kind: 'retry', key: `token:${code}`, message: `${this.prefix}: cannot read bearer_token_file ${bearerTokenFile} (${code})` } };
