@@ -37,6 +37,11 @@ const FLOW_FAMILIES: { name: string; help: string; proto: 'tcp' | 'udp'; counter
   { name: 'convis_udp_connect_failures_total', proto: 'udp', help: 'UDP connect() calls that failed (no route, unreachable, permission).', counter: 'connectFailures' },
 ];
 
+const VIOLATIONS = {
+  name: 'convis_policy_violations_total',
+  help: 'Connections the policy (--policy) does not permit, by the rule they violate and the workload that made or accepted them.',
+};
+
 const LISTEN_INFO = { name: 'convis_tcp_listen_info', help: 'A listening TCP socket (value 1), with its process, container, pod and address.' };
 
 /** Every family name with its help, for the README. */
@@ -44,6 +49,7 @@ export function describeMetrics(): { name: string; type: MetricType; help: strin
   return [
     ...FLOW_FAMILIES.map((f) => ({ name: f.name, type: 'counter' as const, help: f.help })),
     { ...LISTEN_INFO, type: 'gauge' as const },
+    { ...VIOLATIONS, type: 'counter' as const },
     ...HEALTH_HELP,
   ];
 }
@@ -73,8 +79,10 @@ export class Registry implements MetricsSource {
   private readonly listeners: ListenerTable | undefined;
   private readonly health: () => Health;
   private readonly node: string;
+  private readonly violations: (() => Iterable<MetricSample>) | undefined;
 
-  constructor(options: { flows: FlowTable; listeners?: ListenerTable; health: () => Health; node: string }) {
+  constructor(options: { flows: FlowTable; listeners?: ListenerTable; health: () => Health; node: string; violations?: () => Iterable<MetricSample> }) {
+    this.violations = options.violations;
     this.flows = options.flows;
     this.listeners = options.listeners;
     this.health = options.health;
@@ -96,9 +104,11 @@ export class Registry implements MetricsSource {
       const d = helpOf(name);
       return { name, help: d.help, type: d.type, samples };
     };
+    const violations: MetricFamily = { ...VIOLATIONS, type: 'counter', samples: [...(this.violations?.() ?? [])].map((v) => ({ labels: v.labels, value: v.value })) };
     return [
       ...flowFamilies,
       listenInfo,
+      violations,
       fam('convis_flows', [{ labels: node, value: this.flows.size }]),
       fam('convis_flows_overflow_total', [{ labels: node, value: this.flows.folded }]),
       fam('convis_events_total', Object.entries(h.events).map(([kind, value]) => ({ labels: { ...node, kind }, value }))),

@@ -21,6 +21,17 @@ import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { secrets } from '../config/secrets.js';
+import { PolicyAlerts } from '../policy/alerts.js';
+import { Policy, PolicyError } from '../policy/policy.js';
+
+/** The policy at start: a file that does not load stops convis (exit 2). */
+function loadPolicy(file: string): Policy {
+  try {
+    return Policy.load(file);
+  } catch (e) {
+    throw e instanceof PolicyError ? new ConfigError(e.message) : e;
+  }
+}
 
 /** `text` without any credential convis was given (for the last-resort error line of bin/convis). */
 export const scrubSecrets = (text: string): string => secrets.scrub(text);
@@ -46,6 +57,8 @@ Options:
   --max-flows N               most flows the metrics keep; more fold into an overflow flow (default: 10000)
   --interval DURATION         how often open connections and UDP flows report the bytes they moved (default: 10s, at least 1s)
   --cmdline MODE              command lines in events: redacted (default: secret-bearing arguments masked), full or none
+  --policy FILE               rules (YAML) of what workloads may talk to; an alert event for every connection they do not permit
+                              (reloaded on SIGHUP)
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
@@ -71,6 +84,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   let containers: Containers | undefined;
   let sinks: Sink[] = [];
 
+  // a bad policy is a usage error, found before anything is loaded
+  const policy = config.policyFile !== undefined ? new PolicyAlerts(loadPolicy(config.policyFile), config.nodeName) : undefined;
   const wantsMetrics = parsedSinks.some((p) => p.metrics);
   const flows = wantsMetrics ? new FlowTable({ maxFlows: config.maxFlows }) : undefined;
   const listeners = wantsMetrics ? new ListenerTable() : undefined;
@@ -78,6 +93,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     flows: flows ?? new FlowTable(),
     ...(listeners ? { listeners } : {}),
     node: config.nodeName,
+    ...(policy ? { violations: () => policy.violations() } : {}),
     health: () => {
       const t = tracer?.stats();
       const c = containers?.stats();
@@ -133,7 +149,21 @@ async function run(config: Config, log: Logger): Promise<number> {
     ...(cgroupPath ? { cgroups: new CgroupIndex({ root: cgroupPath }) } : {}),
   });
   const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset });
-  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}) });
+  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
+  // SIGHUP reloads the policy; one that does not load leaves the old one in force
+  const reload = () => {
+    if (!policy) {
+      log.info('SIGHUP: no --policy to reload');
+      return;
+    }
+    try {
+      policy.replace(Policy.load(policy.policy.file));
+      log.info(`policy ${policy.policy.file} reloaded: ${policy.policy.rules.length} rules`);
+    } catch (e) {
+      log.info(`${(e as Error).message}; kept the policy in force`);
+    }
+  };
+  process.on('SIGHUP', reload);
 
   t.start((records) => {
     counts.add(records);
@@ -165,6 +195,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     stopping ??= (async () => {
       clearInterval(gcTimer);
       clearInterval(healthTimer);
+      process.off('SIGHUP', reload);
       await t.stop();
       await pipeline.drain();
       // metrics sinks take their final snapshot here
@@ -195,6 +226,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     containers: containers.stats(),
     pipeline: pipeline.stats(),
     ...(flows ? { flows: flows.size, flows_folded: flows.folded } : {}),
+    ...(policy ? { alerts: policy.alerts } : {}),
     sinks: Object.fromEntries(sinks.map((k) => [k.name, k.stats()])),
   };
   log.info(`summary ${JSON.stringify(summary)}`);

@@ -48,6 +48,8 @@ export interface Config {
   intervalMs: number;
   /** what command lines show in events */
   cmdline: CmdlineMode;
+  /** --policy: the rules file to raise alerts from */
+  policyFile?: string;
   credentials: EnvCredentials;
 }
 
@@ -104,6 +106,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
         'max-flows': { type: 'string' },
         interval: { type: 'string' },
         cmdline: { type: 'string' },
+        policy: { type: 'string' },
       },
     }));
   } catch (e) {
@@ -155,5 +158,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     intervalMs,
     cmdline,
     credentials,
+    ...(values.policy !== undefined ? { policyFile: values.policy } : {}),
   };
 }

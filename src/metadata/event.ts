@@ -44,7 +44,8 @@ export interface ConnectionEvent {
   timeSec: number;
   /** and nanoseconds within that second */
   timeNsec: number;
-  event: ConnKind;
+  /** alert: the connection of the event before it violates the policy (see src/policy) */
+  event: ConnKind | 'alert';
   proto: 'tcp' | 'udp';
   /** listen/unlisten: inbound */
   direction: 'outbound' | 'inbound';
@@ -91,4 +92,8 @@ export interface ConnectionEvent {
   retransmitsDelta?: number;
   /** connect_failed only: an errno name such as ECONNREFUSED */
   error?: string;
+  /** alert only: the policy rule violated */
+  rule?: string;
+  /** alert only: the kind of the event that was judged */
+  trigger?: ConnKind;
 }

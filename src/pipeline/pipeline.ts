@@ -12,6 +12,7 @@ import type { KernelRecord } from '../bpf/decode.js';
 import type { Containers } from '../metadata/containers.js';
 import type { Enricher, IngestedBatch } from '../metadata/enrich.js';
 import type { Sink } from '../sinks/sink.js';
+import type { PolicyAlerts } from '../policy/alerts.js';
 
 export interface PipelineOptions {
   enricher: Enricher;
@@ -21,6 +22,8 @@ export interface PipelineOptions {
   flows?: FlowTable;
   /** listening sockets for the listen gauge */
   listeners?: ListenerTable;
+  /** policy alerts, added after the events they are about */
+  policy?: PolicyAlerts;
   /** batches allowed to wait for lookups at once (default 64) */
   maxWaiting?: number;
 }
@@ -78,7 +81,8 @@ export class Pipeline {
   }
 
   private emit(batch: IngestedBatch): void {
-    const events = this.o.enricher.finish(batch);
+    const enriched = this.o.enricher.finish(batch);
+    const events = this.o.policy ? this.o.policy.apply(enriched) : enriched;
     this.o.flows?.add(events);
     this.o.listeners?.add(events);
     for (const sink of this.o.sinks) sink.write(events);

@@ -68,6 +68,11 @@ export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
     case 'connect_failed':
       o.error = e.error;
       break;
+    case 'alert':
+      o.rule = e.rule;
+      o.trigger = e.trigger;
+      if (e.error !== undefined) o.error = e.error;
+      break;
   }
   return o;
 }
@@ -88,6 +93,8 @@ const F_RETRANSMITS_DELTA = utf8(',"retransmits_delta":');
 const F_DATAGRAMS_SENT = utf8(',"datagrams_sent":');
 const F_DATAGRAMS_RECEIVED = utf8(',"datagrams_received":');
 const F_EXISTING = utf8(',"existing":true');
+const F_RULE = utf8(',"rule":');
+const F_TRIGGER = utf8(',"trigger":');
 const F_REMOTE_NULL = utf8('},"remote":null');
 
 /**
@@ -259,6 +266,16 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
     case 'connect_failed':
       w.bytes(F_ERROR);
       w.bytes(e.error === undefined ? NULL : jsonString(e.error));
+      break;
+    case 'alert':
+      w.bytes(F_RULE);
+      w.bytes(e.rule === undefined ? NULL : jsonString(e.rule));
+      w.bytes(F_TRIGGER);
+      w.bytes(e.trigger === undefined ? NULL : jsonString(e.trigger));
+      if (e.error !== undefined) {
+        w.bytes(F_ERROR);
+        w.bytes(jsonString(e.error));
+      }
       break;
   }
   w.byte(0x7d); // }

@@ -173,7 +173,7 @@ export function parseNewRelicOptions(o: Record<string, string>, env: EnvCredenti
 export const NEW_RELIC_ATTRIBUTES = {
   eventType: { type: 'string', description: '`ContainerVisibility`' },
   timestamp: { type: 'number', description: 'when the kernel saw the event, milliseconds since the Unix epoch' },
-  event: { type: 'string', description: '`connect`, `accept`, `update`, `close`, `connect_failed`, `listen` or `unlisten`' },
+  event: { type: 'string', description: '`connect`, `accept`, `update`, `close`, `connect_failed`, `listen`, `unlisten` or `alert`' },
   proto: { type: 'string', description: '`tcp` or `udp`' },
   direction: { type: 'string', description: '`outbound` (this side connected) or `inbound` (this side accepted)' },
   'source.ip': { type: 'string', description: 'the side that initiated the connection: local for outbound, remote for inbound' },
@@ -213,7 +213,9 @@ export const NEW_RELIC_ATTRIBUTES = {
   'duration.ms': { type: 'number', description: '`close`: from the first SYN (or the accept) to the close; TCP `update`: so far' },
   'srtt.us': { type: 'number', description: '`close`, TCP `update`: smoothed round-trip time, microseconds' },
   retransmits: { type: 'number', description: '`close`: lifetime segments retransmitted; TCP `update`: since the previous report' },
-  error: { type: 'string', description: '`connect_failed`: errno name, e.g. `ECONNREFUSED`' },
+  error: { type: 'string', description: '`connect_failed`, and an `alert` about one: errno name, e.g. `ECONNREFUSED`' },
+  'policy.rule': { type: 'string', description: '`alert`: the policy rule the connection violates' },
+  'policy.trigger': { type: 'string', description: '`alert`: the event that was judged (`connect`, `accept`, `connect_failed`, or a UDP flow\'s first `update`)' },
 } as const satisfies Record<string, { type: 'string' | 'number'; description: string }>;
 
 export type NewRelicAttribute = keyof typeof NEW_RELIC_ATTRIBUTES;
@@ -296,7 +298,11 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
   set('duration.ms', e.durationMs);
   set('srtt.us', e.srttUs);
   set('retransmits', e.retransmits);
-  if (e.event === 'connect_failed') set('error', e.error);
+  if (e.event === 'connect_failed' || e.event === 'alert') set('error', e.error);
+  if (e.event === 'alert') {
+    set('policy.rule', e.rule);
+    set('policy.trigger', e.trigger);
+  }
   return o;
 }
 

@@ -60,6 +60,8 @@ export function toTextLine(e: ConnectionEvent): string {
     if (e.proto === 'udp') line += ` datagrams_sent=${e.datagramsSent} datagrams_received=${e.datagramsReceived}`;
   } else if (e.event === 'connect_failed') {
     line += ` error=${e.error}`;
+  } else if (e.event === 'alert') {
+    line += alertText(e);
   }
   if (e.process?.cmd) line += ` cmd=${quoteText(shorten(e.process.cmd))}`;
   return line;
@@ -91,6 +93,11 @@ interface TextParts {
   who: Uint8Array;
   /** " cmd=..." or nothing */
   cmd: Uint8Array;
+}
+
+/** " rule=NAME trigger=KIND" and the error an alert's connect failed with. */
+function alertText(e: ConnectionEvent): string {
+  return ` rule=${textWord(e.rule ?? '')} trigger=${e.trigger}${e.error !== undefined ? ` error=${e.error}` : ''}`;
 }
 
 /** " pid=.. comm=.." and the container, pod and remote pod of a text line. */
@@ -165,6 +172,8 @@ export function writeTextLine(w: ByteWriter, e: ConnectionEvent): void {
   } else if (e.event === 'connect_failed') {
     w.bytes(T_ERROR);
     w.utf8(String(e.error));
+  } else if (e.event === 'alert') {
+    w.utf8(alertText(e));
   }
   w.bytes(parts.cmd);
   w.byte(0x0a);

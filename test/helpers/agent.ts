@@ -29,7 +29,7 @@ export function skipReasonLoudly(): string | false {
 
 export interface JsonEvent {
   time: string;
-  event: 'connect' | 'accept' | 'close' | 'connect_failed' | 'update' | 'listen' | 'unlisten';
+  event: 'connect' | 'accept' | 'close' | 'connect_failed' | 'update' | 'listen' | 'unlisten' | 'alert';
   proto: string;
   direction: 'outbound' | 'inbound';
   local: { ip: string; port: number };
@@ -55,6 +55,8 @@ export interface JsonEvent {
   retransmits_delta?: number;
   datagrams_sent?: number;
   datagrams_received?: number;
+  rule?: string;
+  trigger?: string;
 }
 
 export interface AgentResult {
@@ -110,6 +112,11 @@ export class Agent {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; have ${JSON.stringify(this.events.slice(-10))}`);
       await sleep(20);
     }
+  }
+
+  /** Sends the agent a signal (SIGHUP: reload). */
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
   }
 
   /** SIGTERM, then the exit code and the summary line. */

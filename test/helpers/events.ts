@@ -9,7 +9,7 @@ import type { ConnectionEvent, ProcessDetails } from '../../src/metadata/event.j
 
 export const sampleProcess: ProcessDetails = { pid: 4242, ppid: 1, uid: 1000, comm: 'curl', cmd: 'curl -s http://10.0.0.2/', exe: '/usr/bin/curl' };
 
-export function sampleEvent(event: ConnKind, over: Partial<ConnectionEvent> = {}): ConnectionEvent {
+export function sampleEvent(event: ConnKind | 'alert', over: Partial<ConnectionEvent> = {}): ConnectionEvent {
   const e: ConnectionEvent = {
     // 2023-11-14T22:13:20.123456789Z
     timeSec: 1_700_000_000,

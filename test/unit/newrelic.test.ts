@@ -226,6 +226,7 @@ describe('toNewRelicEvent', () => {
       ev('connect_failed'),
       ev('update', udpUpdate),
       ev('accept', { existing: true, bytesSent: 1, bytesReceived: 2 }),
+      ev('alert', { rule: 'web-egress', trigger: 'connect' }),
     ];
     const emitted = new Set(full.flatMap((e) => Object.keys(toNewRelicEvent(e))));
     assert.deepEqual([...emitted].sort(), Object.keys(NEW_RELIC_ATTRIBUTES).sort());
