@@ -22,6 +22,8 @@ import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { secrets } from '../config/secrets.js';
 import { PolicyAlerts } from '../policy/alerts.js';
+import { FlowLogError } from '../flowlog/db.js';
+import { runQuery } from '../flowlog/query.js';
 import { Policy, PolicyError } from '../policy/policy.js';
 
 /** The policy at start: a file that does not load stops convis (exit 2). */
@@ -44,6 +46,7 @@ function version(): string {
 const HELP = `convis: every TCP connection and UDP flow on this node, with the process, container and pod behind it
 
 Usage: convis [--sink SPEC]... [options]
+       convis query --db FILE [filters]     search a flow log (convis query --help)
 
 Options:
   --sink TYPE[,key=value]...  where events go; may be repeated (default: stdout)
@@ -233,8 +236,26 @@ async function run(config: Config, log: Logger): Promise<number> {
   return 0;
 }
 
+/** `convis query ...`: one line and status 2 for a usage error, 1 for a flow log that cannot be read. */
+function query(argv: string[], log: Logger): number {
+  try {
+    return runQuery(argv, (text) => process.stdout.write(text));
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      log.info(`${e.message} (see convis query --help)`);
+      return 2;
+    }
+    if (e instanceof FlowLogError || (e as { code?: string }).code?.startsWith('SQLITE_')) {
+      log.info(`query: ${(e as Error).message.split('\n')[0]}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   let log = createLogger(false);
+  if (argv[0] === 'query') return query(argv.slice(1), log);
   try {
     const config = parseConfig(argv, process.env);
     log = createLogger(config.verbose);

@@ -20,6 +20,7 @@
  * violation of the first rule (in file order) that selects it.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import picomatch from 'picomatch';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
@@ -68,7 +69,7 @@ function workloadValue(e: ConnectionEvent, key: SelectKey): string | undefined {
 export const servicePort = (e: ConnectionEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);
 
 function parseAddress(ip: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
-  if (!ipaddr.isValid(ip)) return undefined;
+  if (isIP(ip) === 0) return undefined;
   const a = ipaddr.parse(ip);
   return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address() : a;
 }
@@ -184,7 +185,8 @@ function compile(doc: Document, fail: Fail): Rule[] {
       const a = entry as Record<string, unknown>;
       for (const k of Object.keys(a)) if (!ALLOW_KEYS.includes(k)) fail(at([...ap, k]) ?? where, `rule "${name}": unknown allow key "${k}" (known: cidr, ports, direction)`);
       if (a.domain !== undefined) fail(at([...ap, 'domain']) ?? where, `rule "${name}": domain needs DNS names on connections, which this convis does not have yet; use cidr`);
-      if (typeof a.cidr !== 'string' || !ipaddr.isValidCIDR(a.cidr)) fail(at([...ap, 'cidr']) ?? where, `rule "${name}": cidr must be an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/8, not ${JSON.stringify(a.cidr ?? null)}`);
+      // ipaddr also takes "10.1/8"-style shorthands; only the usual forms are accepted
+      if (typeof a.cidr !== 'string' || isIP(a.cidr.slice(0, a.cidr.indexOf('/'))) === 0 || !ipaddr.isValidCIDR(a.cidr)) fail(at([...ap, 'cidr']) ?? where, `rule "${name}": cidr must be an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/8, not ${JSON.stringify(a.cidr ?? null)}`);
       const out: Allow = { cidr: ipaddr.parseCIDR(a.cidr) };
       if (a.ports !== undefined) out.ports = parsePorts(a.ports, (problem) => fail(at([...ap, 'ports']) ?? where, `rule "${name}": ${problem}`));
       if (a.direction !== undefined) {

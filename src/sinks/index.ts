@@ -13,6 +13,7 @@ import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicO
 import { parsePrometheusOptions, PrometheusSink, type PrometheusSinkOptions } from './prometheus/sink.js';
 import type { Sink } from './sink.js';
 import { StdoutSink, type StdoutFormat } from './stdout.js';
+import { FlowLogSink, parseFlowLogOptions, type FlowLogOptions } from '../flowlog/sink.js';
 
 export interface SinkContext {
   log: Logger;
@@ -86,12 +87,30 @@ const newrelic: SinkType<NewRelicOptions> = {
   create: (p, ctx) => new NewRelicSink(p, { log: ctx.log }),
 };
 
+const flowlog: SinkType<FlowLogOptions> = {
+  keys: {
+    path: 'SQLite file to keep every connection in, for convis query, required',
+    retain: 'how long rows are kept after a connection was last seen (default 7d)',
+    max_size: 'the most the file may take, oldest rows deleted first (default 1GiB)',
+  },
+  metrics: false,
+  parse: (o) => parseFlowLogOptions(o),
+  create: (p, ctx) => {
+    try {
+      return new FlowLogSink(p, ctx.log);
+    } catch (e) {
+      throw new ConfigError(`--sink flowlog: cannot use ${JSON.stringify(p.path)} (${(e as Error).message.split('\n')[0]})`);
+    }
+  },
+};
+
 // each entry's parse and create agree on its own option type
 const TYPES: Record<string, SinkType<never>> = {
   stdout: stdout as SinkType<never>,
   metrics: metrics as SinkType<never>,
   prometheus: prometheus as SinkType<never>,
   newrelic: newrelic as SinkType<never>,
+  flowlog: flowlog as SinkType<never>,
 };
 
 export const sinkTypes = (): string[] => Object.keys(TYPES);

@@ -40,6 +40,7 @@ describe('Policy.parse', () => {
     ['unknown top key', 'rules: []\nrulez: []\n', /^policy p\.yaml:2: unknown key "rulez"/],
     ['a rule without a name', 'rules:\n  - allow: []\n', /^policy p\.yaml:2: rule 1 needs a name$/],
     ['a bad CIDR', 'rules:\n  - name: a\n    allow:\n      - { cidr: 10.0.0.0/33 }\n', /^policy p\.yaml:4: rule "a": cidr must be an IPv4 or IPv6 prefix/],
+    ['a shorthand CIDR', 'rules:\n  - name: a\n    allow:\n      - { cidr: 10.1/16 }\n', /^policy p\.yaml:4: rule "a": cidr must be an IPv4 or IPv6 prefix/],
     ['a bad port', 'rules:\n  - name: a\n    allow:\n      - cidr: 10.0.0.0/8\n        ports: [70000]\n', /^policy p\.yaml:5: rule "a": ports must be port numbers/],
     ['a bad range', 'rules:\n  - name: a\n    allow: [{ cidr: ::/0, ports: ["9-1"] }]\n', /^policy p\.yaml:3: rule "a": ports must be/],
     ['a bad direction', 'rules:\n  - name: a\n    allow: [{ cidr: ::/0, direction: up }]\n', /^policy p\.yaml:3: rule "a": direction must be outbound or inbound/],

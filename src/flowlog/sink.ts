@@ -1,0 +1,314 @@
+/**
+ * flowlog sink: `flowlog,path=FILE[,retain=7d][,max_size=1GiB]`. Keeps
+ * every connection and UDP flow in an SQLite database (see db.ts), one row
+ * each with its totals, for `convis query`.
+ *
+ * Events are folded into rows in memory and the rows that changed are
+ * written once a second in one transaction (and at close): a long
+ * connection costs one row update per second it moves bytes, not one per
+ * event, and a kill -9 loses at most the last second. Rows last seen longer
+ * ago than `retain` are deleted, and the oldest go first while the file is
+ * larger than `max_size`.
+ */
+import type { Statement } from 'better-sqlite3';
+import { parseDurationMs } from '../config/duration.js';
+import { ConfigError } from '../config/errors.js';
+import type { ConnectionEvent } from '../metadata/event.js';
+import { servicePort } from '../policy/policy.js';
+import type { Sink, SinkStats } from '../sinks/sink.js';
+import type { Logger } from '../util/log.js';
+import { addressBytes, openForWriting, type DB } from './db.js';
+
+export interface FlowLogOptions {
+  path: string;
+  retainMs: number;
+  maxBytes: number;
+}
+
+const DEFAULT_RETAIN_MS = 7 * 86_400_000;
+const DEFAULT_MAX_BYTES = 1024 ** 3;
+/** how often changed rows are written */
+const FLUSH_MS = 1000;
+/** how often retention and size are enforced */
+const PRUNE_MS = 60_000;
+/** open connections kept in memory; beyond it the oldest is forgotten (its row stays) */
+const MAX_OPEN = 524_288;
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
+
+export function parseFlowLogOptions(o: Record<string, string>): FlowLogOptions {
+  const where = '--sink flowlog';
+  for (const k of Object.keys(o)) {
+    if (!['path', 'retain', 'max_size'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}" (known: path, retain, max_size)`);
+  }
+  const path = (o.path ?? '').trim();
+  if (path === '') throw new ConfigError(`${where}: path= is required (the SQLite file to keep connections in)`);
+  let retainMs = DEFAULT_RETAIN_MS;
+  if (o.retain !== undefined) {
+    const ms = parseDurationMs(o.retain);
+    if (ms === undefined || ms < 60_000) throw new ConfigError(`${where}: retain must be a duration of at least 1m, such as 7d or 12h, not ${JSON.stringify(o.retain)}`);
+    retainMs = ms;
+  }
+  let maxBytes = DEFAULT_MAX_BYTES;
+  if (o.max_size !== undefined) {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(o.max_size);
+    const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase()] : undefined;
+    if (!m || unit === undefined || Number(m[1]) * unit < 1024 ** 2) {
+      throw new ConfigError(`${where}: max_size must be a size of at least 1MiB, such as 500MiB or 1GiB, not ${JSON.stringify(o.max_size)}`);
+    }
+    maxBytes = Math.floor(Number(m[1]) * unit);
+  }
+  return { path, retainMs, maxBytes };
+}
+
+/** One connection's row as it stands. */
+interface Row {
+  id: number | undefined;
+  connId: number;
+  node: string;
+  proto: string;
+  direction: string;
+  first: number;
+  last: number;
+  closed: boolean;
+  existing: boolean;
+  localIp: string;
+  localPort: number;
+  remoteIp: string;
+  remotePort: number;
+  servicePort: number;
+  pid: number | null;
+  comm: string | null;
+  cmd: string | null;
+  containerId: string | null;
+  containerName: string | null;
+  image: string | null;
+  pod: string | null;
+  namespace: string | null;
+  remotePod: string | null;
+  remoteNamespace: string | null;
+  bytesSent: number;
+  bytesReceived: number;
+  datagramsSent: number;
+  datagramsReceived: number;
+  retransmits: number;
+  durationMs: number | null;
+  error: string | null;
+  alertRule: string | null;
+  alertTime: number | null;
+}
+
+const ms = (e: ConnectionEvent) => e.timeSec * 1000 + Math.floor(e.timeNsec / 1e6);
+
+export class FlowLogSink implements Sink {
+  readonly name = 'flowlog';
+  private readonly db: DB;
+  private readonly o: FlowLogOptions;
+  private readonly log: Logger;
+  private readonly run = Date.now();
+  /** rows of connections not closed yet, by conn_id */
+  private readonly open = new Map<number, Row>();
+  private readonly dirty = new Set<Row>();
+  private readonly insert: Statement;
+  private readonly update: Statement;
+  private readonly flushTimer: NodeJS.Timeout;
+  private readonly pruneTimer: NodeJS.Timeout;
+  private readonly counters = { sent: 0, dropped: 0, failed: 0 };
+  private closed = false;
+
+  constructor(o: FlowLogOptions, log: Logger) {
+    this.o = o;
+    this.log = log;
+    this.db = openForWriting(o.path);
+    this.insert = this.db.prepare(`INSERT INTO connections (run, conn_id, node, proto, direction, first_seen, last_seen, closed, existing,
+      local_ip, local_port, remote_ip, remote_port, remote_bin, service_port, pid, comm, cmd, container_id, container_name, image, pod,
+      namespace, remote_pod, remote_namespace, bytes_sent, bytes_received, datagrams_sent, datagrams_received, retransmits, duration_ms,
+      error, alert_rule, alert_time)
+      VALUES (@run, @connId, @node, @proto, @direction, @first, @last, @closed, @existing, @localIp, @localPort, @remoteIp, @remotePort,
+      @remoteBin, @servicePort, @pid, @comm, @cmd, @containerId, @containerName, @image, @pod, @namespace, @remotePod, @remoteNamespace,
+      @bytesSent, @bytesReceived, @datagramsSent, @datagramsReceived, @retransmits, @durationMs, @error, @alertRule, @alertTime)`);
+    this.update = this.db.prepare(`UPDATE connections SET last_seen = @last, closed = @closed, bytes_sent = @bytesSent,
+      bytes_received = @bytesReceived, datagrams_sent = @datagramsSent, datagrams_received = @datagramsReceived,
+      retransmits = @retransmits, duration_ms = @durationMs, error = @error, alert_rule = @alertRule, alert_time = @alertTime,
+      pid = @pid, comm = @comm, cmd = @cmd WHERE id = @id`);
+    this.flushTimer = setInterval(() => this.flush(), FLUSH_MS);
+    this.flushTimer.unref();
+    this.prune();
+    this.pruneTimer = setInterval(() => this.prune(), PRUNE_MS);
+    this.pruneTimer.unref();
+  }
+
+  write(events: readonly ConnectionEvent[]): void {
+    if (this.closed) {
+      this.counters.dropped += events.length;
+      return;
+    }
+    for (const e of events) {
+      if (e.event === 'listen' || e.event === 'unlisten') continue;
+      this.fold(e);
+      this.counters.sent++;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.flushTimer);
+    clearInterval(this.pruneTimer);
+    this.flush();
+    this.db.close();
+  }
+
+  stats(): SinkStats {
+    return { ...this.counters, queueDepth: this.dirty.size };
+  }
+
+  /** Rows kept in memory for connections still open (for tests). */
+  get openRows(): number {
+    return this.open.size;
+  }
+
+  private rowOf(e: ConnectionEvent): Row {
+    let r = this.open.get(e.connId);
+    if (r !== undefined) return r;
+    const p = e.process;
+    r = {
+      id: undefined,
+      connId: e.connId,
+      node: e.node,
+      proto: e.proto,
+      direction: e.direction,
+      first: ms(e),
+      last: ms(e),
+      closed: false,
+      existing: e.existing === true,
+      localIp: e.local.ip,
+      localPort: e.local.port,
+      remoteIp: e.remote?.ip ?? '',
+      remotePort: e.remote?.port ?? 0,
+      servicePort: servicePort(e),
+      pid: p?.pid ?? null,
+      comm: p?.comm ?? null,
+      cmd: p?.cmd ?? null,
+      containerId: e.container?.id ?? null,
+      containerName: e.container?.name ?? null,
+      image: e.container?.image ?? null,
+      pod: e.pod?.name ?? null,
+      namespace: e.pod?.namespace ?? null,
+      remotePod: e.remotePod?.name ?? null,
+      remoteNamespace: e.remotePod?.namespace ?? null,
+      bytesSent: 0,
+      bytesReceived: 0,
+      datagramsSent: 0,
+      datagramsReceived: 0,
+      retransmits: 0,
+      durationMs: null,
+      error: null,
+      alertRule: null,
+      alertTime: null,
+    };
+    if (this.open.size >= MAX_OPEN) {
+      // the oldest open connection: its row stays as last written
+      const [oldId, old] = this.open.entries().next().value as [number, Row];
+      this.open.delete(oldId);
+      if (this.dirty.delete(old)) this.counters.dropped++;
+    }
+    this.open.set(e.connId, r);
+    return r;
+  }
+
+  /** Folds one event into its connection's row. */
+  private fold(e: ConnectionEvent): void {
+    const r = this.rowOf(e);
+    r.last = Math.max(r.last, ms(e));
+    // an owner named later (an io_uring accept) fills in the process
+    if (r.pid === null && e.process) {
+      r.pid = e.process.pid;
+      r.comm = e.process.comm;
+      r.cmd = e.process.cmd;
+    }
+    switch (e.event) {
+      case 'connect':
+      case 'accept':
+        // existing ones: what moved before the agent started
+        if (e.existing) {
+          r.bytesSent = e.bytesSent ?? 0;
+          r.bytesReceived = e.bytesReceived ?? 0;
+        }
+        break;
+      case 'update':
+        r.bytesSent += e.bytesSent ?? 0;
+        r.bytesReceived += e.bytesReceived ?? 0;
+        r.datagramsSent += e.datagramsSent ?? 0;
+        r.datagramsReceived += e.datagramsReceived ?? 0;
+        r.retransmits += e.retransmits ?? 0;
+        if (e.durationMs !== undefined) r.durationMs = e.durationMs;
+        break;
+      case 'close':
+        // lifetime totals
+        r.bytesSent = e.bytesSent ?? r.bytesSent;
+        r.bytesReceived = e.bytesReceived ?? r.bytesReceived;
+        r.retransmits = e.retransmits ?? r.retransmits;
+        r.durationMs = e.durationMs ?? r.durationMs;
+        r.closed = true;
+        break;
+      case 'connect_failed':
+        r.error = e.error ?? null;
+        r.closed = true;
+        break;
+      case 'alert':
+        r.alertRule = e.rule ?? null;
+        r.alertTime = ms(e);
+        break;
+    }
+    this.dirty.add(r);
+  }
+
+  /** Writes the rows that changed, in one transaction. */
+  private flush(): void {
+    if (this.dirty.size === 0) return;
+    const rows = [...this.dirty];
+    this.dirty.clear();
+    try {
+      this.db.transaction(() => {
+        for (const r of rows) {
+          if (r.id === undefined) {
+            const params = { ...r, run: this.run, closed: r.closed ? 1 : 0, existing: r.existing ? 1 : 0, remoteBin: addressBytes(r.remoteIp) };
+            r.id = Number(this.insert.run(params).lastInsertRowid);
+          } else {
+            this.update.run({ ...r, closed: r.closed ? 1 : 0, existing: r.existing ? 1 : 0 });
+          }
+        }
+      })();
+    } catch (e) {
+      this.counters.failed++;
+      this.counters.dropped += rows.length;
+      this.log.warn(`flowlog ${this.o.path}: write failed (${(e as Error).message}); ${rows.length} rows not written`);
+      return;
+    }
+    for (const r of rows) {
+      // a closed connection's row is final
+      if (r.closed && this.open.get(r.connId) === r && !this.dirty.has(r)) this.open.delete(r.connId);
+    }
+  }
+
+  /** Deletes rows past the retention age, then the oldest while the file is over its size. */
+  private prune(): void {
+    try {
+      this.db.prepare('DELETE FROM connections WHERE last_seen < ?').run(Date.now() - this.o.retainMs);
+      const size = () => (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
+      for (let i = 0, now = size(); i < 50 && now > this.o.maxBytes; i++, now = size()) {
+        const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
+        if (n === 0) break;
+        // the oldest rows, as many as the excess is of the file, and a hundredth more
+        const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
+        this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY last_seen LIMIT ?)').run(excess);
+        this.db.pragma('incremental_vacuum');
+        this.db.pragma('wal_checkpoint(TRUNCATE)');
+      }
+      this.db.pragma('incremental_vacuum');
+    } catch (e) {
+      this.log.warn(`flowlog ${this.o.path}: pruning failed (${(e as Error).message})`);
+    }
+  }
+}

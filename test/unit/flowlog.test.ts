@@ -1,0 +1,208 @@
+/**
+ * The flow log: events folded into one row per connection with exact
+ * totals, retention by age and size, and `convis query` over a real SQLite
+ * file: every filter, the rankings, both formats and the errors.
+ */
+import assert from 'node:assert/strict';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { ConfigError } from '../../src/config/errors.js';
+import { FlowLogError } from '../../src/flowlog/db.js';
+import { runQuery } from '../../src/flowlog/query.js';
+import { FlowLogSink, parseFlowLogOptions } from '../../src/flowlog/sink.js';
+import type { ConnectionEvent } from '../../src/metadata/event.js';
+import { createLogger } from '../../src/util/log.js';
+import { sampleEvent, sampleProcess, udpUpdate } from '../helpers/events.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const log = createLogger(false, () => undefined);
+const T0 = 1_700_000_000; // sampleEvent's second
+const at = (sec: number) => ({ timeSec: T0 + sec, timeNsec: 0 });
+
+/** Writes events through a flowlog sink into a fresh file; returns its path. */
+async function logOf(events: ConnectionEvent[], options: { retainMs?: number; maxBytes?: number; path?: string } = {}): Promise<string> {
+  const path = options.path ?? join(tempDir('convis-flowlog-'), 'flows.db');
+  const sink = new FlowLogSink({ path, retainMs: options.retainMs ?? 1e15, maxBytes: options.maxBytes ?? 1024 ** 3 }, log);
+  sink.write(events);
+  await sink.close();
+  return path;
+}
+
+const rows = (path: string) => new Database(path, { readonly: true }).prepare('SELECT * FROM connections ORDER BY id').all() as Record<string, unknown>[];
+
+const q = (args: string[], now = (T0 + 100) * 1000) => {
+  let text = '';
+  const status = runQuery(args, (t) => (text += t), now);
+  return { status, text, lines: text.trimEnd().split('\n').filter((l) => l !== '') };
+};
+
+describe('FlowLogSink', () => {
+  test('one row per connection with its totals: updates add, the close sets the lifetime totals', async () => {
+    const conn = { connId: 10 };
+    const path = await logOf([
+      sampleEvent('connect', { ...conn, ...at(0) }),
+      sampleEvent('alert', { ...conn, ...at(0), rule: 'egress', trigger: 'connect' }),
+      sampleEvent('update', { ...conn, ...at(10), bytesSent: 100, bytesReceived: 5, retransmits: 1 }),
+      sampleEvent('update', { ...conn, ...at(20), bytesSent: 50, bytesReceived: 0, retransmits: 0 }),
+      sampleEvent('close', { ...conn, ...at(25), bytesSent: 160, bytesReceived: 9, retransmits: 1, durationMs: 25000 }),
+      sampleEvent('update', { ...udpUpdate, connId: 11, ...at(10), remote: { ip: '10.0.0.53', port: 53 } }),
+      sampleEvent('update', { ...udpUpdate, connId: 11, ...at(20), remote: { ip: '10.0.0.53', port: 53 } }),
+      sampleEvent('accept', { connId: 12, existing: true, bytesSent: 7000, bytesReceived: 8000, ...at(1) }),
+      sampleEvent('update', { connId: 12, ...at(11), bytesSent: 1, bytesReceived: 2 }),
+      sampleEvent('connect_failed', { connId: 13, error: 'ECONNREFUSED', ...at(2) }),
+      sampleEvent('listen', { connId: 14 }),
+    ]);
+    const r = rows(path);
+    assert.equal(r.length, 4, 'no row for a listener');
+    const byId = Object.fromEntries(r.map((x) => [x.conn_id as number, x]));
+    const c = byId[10]!;
+    assert.deepEqual(
+      [c.bytes_sent, c.bytes_received, c.retransmits, c.duration_ms, c.closed, c.alert_rule, c.first_seen, c.last_seen, c.comm, c.cmd, c.remote_ip, c.service_port],
+      [160, 9, 1, 25000, 1, 'egress', T0 * 1000, (T0 + 25) * 1000, 'curl', sampleProcess.cmd, '10.0.0.2', 80],
+    );
+    const u = byId[11]!;
+    assert.deepEqual([u.proto, u.bytes_sent, u.bytes_received, u.datagrams_sent, u.datagrams_received, u.closed], ['udp', 2 * udpUpdate.bytesSent!, 2 * udpUpdate.bytesReceived!, 2 * udpUpdate.datagramsSent!, 2 * udpUpdate.datagramsReceived!, 0]);
+    assert.deepEqual([byId[12]!.existing, byId[12]!.bytes_sent, byId[12]!.bytes_received, byId[12]!.closed], [1, 7001, 8002, 0]);
+    assert.deepEqual([byId[13]!.error, byId[13]!.closed], ['ECONNREFUSED', 1]);
+  });
+
+  test('a connection written while open is updated in place, not written twice', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const sink = new FlowLogSink({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
+    sink.write([sampleEvent('connect', { connId: 1, ...at(0) }), sampleEvent('update', { connId: 1, ...at(10), bytesSent: 5, bytesReceived: 6 })]);
+    await new Promise((r) => setTimeout(r, 1300)); // one flush
+    assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 5, 0]]);
+    assert.equal(sink.openRows, 1);
+    sink.write([sampleEvent('close', { connId: 1, ...at(12), bytesSent: 9, bytesReceived: 6 })]);
+    await sink.close();
+    assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 9, 1]]);
+  });
+
+  test('rows last seen longer ago than retain are deleted', async () => {
+    const path = await logOf([sampleEvent('connect', { connId: 1, timeSec: 1_000_000, timeNsec: 0 }), sampleEvent('connect', { connId: 2, timeSec: Math.floor(Date.now() / 1000), timeNsec: 0 })]);
+    assert.equal(rows(path).length, 2);
+    await logOf([], { path, retainMs: 3_600_000 });
+    assert.deepEqual(rows(path).map((r) => r.conn_id), [2]);
+  });
+
+  test('over max_size the oldest rows go and the file shrinks', async () => {
+    const big = { ...sampleProcess, cmd: 'x'.repeat(2000) };
+    const events = Array.from({ length: 6000 }, (_, i) => sampleEvent('connect', { connId: i, process: big, timeSec: Math.floor(Date.now() / 1000) - 6000 + i, timeNsec: 0 }));
+    const path = await logOf(events);
+    assert.ok(statSync(path).size > 8 * 1024 ** 2, 'the log is large first');
+    await logOf([], { path, maxBytes: 2 * 1024 ** 2 });
+    assert.ok(statSync(path).size <= 2 * 1024 ** 2, `shrunk to ${statSync(path).size}`);
+    const kept = rows(path).map((r) => r.conn_id as number);
+    assert.ok(kept.length > 0 && kept.length < 6000);
+    assert.equal(Math.max(...kept), 5999, 'the newest stay');
+    assert.equal(Math.min(...kept), 6000 - kept.length, 'the oldest went');
+  });
+
+  test('options: path required, retain and max_size checked, unknown keys refused', () => {
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db', retain: '12h', max_size: '500MiB' }), { path: '/x.db', retainMs: 12 * 3_600_000, maxBytes: 500 * 1024 ** 2 });
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db' }), { path: '/x.db', retainMs: 7 * 86_400_000, maxBytes: 1024 ** 3 });
+    for (const [o, re] of [
+      [{}, /path= is required/],
+      [{ path: '/x', retain: 'forever' }, /retain must be a duration/],
+      [{ path: '/x', max_size: '10KiB' }, /max_size must be a size of at least 1MiB/],
+      [{ path: '/x', size: '1G' }, /unknown option "size"/],
+    ] as const) {
+      assert.throws(() => parseFlowLogOptions(o as Record<string, string>), (e: Error) => e instanceof ConfigError && re.test(e.message));
+    }
+  });
+});
+
+describe('convis query', () => {
+  const web = { id: 'w'.repeat(64), name: 'web', image: 'nginx', runtime: 'docker' };
+  const redis = { ...sampleProcess, pid: 77, comm: 'redis-server', cmd: 'redis-server' };
+  const events: ConnectionEvent[] = [
+    // curl to 203.0.113.7:443, 1000 bytes, at +10 s
+    sampleEvent('connect', { connId: 1, ...at(10), remote: { ip: '203.0.113.7', port: 443 } }),
+    sampleEvent('close', { connId: 1, ...at(12), remote: { ip: '203.0.113.7', port: 443 }, bytesSent: 600, bytesReceived: 400 }),
+    // web container to 10.1.2.3:5432, 5000 bytes, at +50 s, alert
+    sampleEvent('connect', { connId: 2, ...at(50), container: web, pod: { name: 'web-0', namespace: 'shop', uid: 'u' }, remote: { ip: '10.1.2.3', port: 5432 } }),
+    sampleEvent('alert', { connId: 2, ...at(50), rule: 'no-db', trigger: 'connect', container: web, remote: { ip: '10.1.2.3', port: 5432 } }),
+    sampleEvent('close', { connId: 2, ...at(55), container: web, remote: { ip: '10.1.2.3', port: 5432 }, bytesSent: 1000, bytesReceived: 4000 }),
+    // redis accepts from 10.1.2.4 twice (IPv6 once), 10 bytes each
+    sampleEvent('accept', { connId: 3, ...at(60), process: redis, local: { ip: '10.0.0.1', port: 6379 }, remote: { ip: '10.1.2.4', port: 40000 } }),
+    sampleEvent('close', { connId: 3, ...at(61), process: redis, direction: 'inbound', local: { ip: '10.0.0.1', port: 6379 }, remote: { ip: '10.1.2.4', port: 40000 }, bytesSent: 5, bytesReceived: 5 }),
+    sampleEvent('accept', { connId: 4, ...at(70), process: redis, local: { ip: 'fd00::1', port: 6379 }, remote: { ip: 'fd00::4', port: 40001 } }),
+    sampleEvent('close', { connId: 4, ...at(71), process: redis, direction: 'inbound', local: { ip: 'fd00::1', port: 6379 }, remote: { ip: 'fd00::4', port: 40001 }, bytesSent: 5, bytesReceived: 5 }),
+  ];
+  let db = '';
+  const ids = (r: ReturnType<typeof q>) => r.lines.map((l) => JSON.parse(l).conn_id as number);
+
+  test('filters: remote address and prefix (IPv4, IPv6), port, process, container, pod, namespace, alerts', async () => {
+    db = await logOf(events);
+    const json = (...a: string[]) => ids(q(['--db', db, '--format', 'json', ...a]));
+    assert.deepEqual(json(), [4, 3, 2, 1], 'newest first');
+    assert.deepEqual(json('--remote', '203.0.113.7'), [1]);
+    assert.deepEqual(json('--remote', '10.1.2.0/24'), [3, 2]);
+    assert.deepEqual(json('--remote', 'fd00::/8'), [4]);
+    assert.deepEqual(json('--remote', '10.0.0.0/8', '--port', '6379'), [3]);
+    assert.deepEqual(json('--process', 'redis-*'), [4, 3]);
+    assert.deepEqual(json('--container', 'we?'), [2]);
+    assert.deepEqual(json('--pod', 'web-*', '--namespace', 'shop'), [2]);
+    assert.deepEqual(json('--alerts'), [2]);
+    assert.deepEqual(json('--domain', '*.example.com'), [], 'no DNS names yet');
+    assert.deepEqual(json('--limit', '1'), [4]);
+    const one = JSON.parse(q(['--db', db, '--format', 'json', '--alerts']).lines[0]!);
+    assert.deepEqual([one.alert_rule, one.bytes_sent, one.bytes_received, one.closed, one.first_seen], ['no-db', 1000, 4000, true, new Date((T0 + 50) * 1000).toISOString()]);
+  });
+
+  test('time windows: RFC 3339 and ages', () => {
+    const json = (...a: string[]) => ids(q(['--db', db, '--format', 'json', ...a]));
+    const iso = (s: number) => new Date((T0 + s) * 1000).toISOString();
+    assert.deepEqual(json('--since', iso(55), '--until', iso(65)), [3, 2], 'what overlaps the window');
+    assert.deepEqual(json('--until', iso(20)), [1]);
+    // now is T0+100 s: 35 s ago is T0+65
+    assert.deepEqual(json('--since', '35s'), [4]);
+  });
+
+  test('--top ranks by bytes or connections, as a table or JSON', () => {
+    const top = q(['--db', db, '--top', 'process']);
+    assert.deepEqual(top.lines.map((l) => l.split(/\s+/)), [
+      ['PROCESS', 'CONNECTIONS', 'SENT', 'RECEIVED', 'BYTES'],
+      ['curl', '2', '1600', '4400', '6000'],
+      ['redis-server', '2', '10', '10', '20'],
+    ]);
+    assert.deepEqual(q(['--db', db, '--top', 'remote', '--by', 'connections', '--format', 'json', '--limit', '2']).lines.map((l) => JSON.parse(l)), [
+      { remote: '10.1.2.3', connections: 1, bytes_sent: 1000, bytes_received: 4000, bytes: 5000 },
+      { remote: '10.1.2.4', connections: 1, bytes_sent: 5, bytes_received: 5, bytes: 10 },
+    ]);
+    assert.deepEqual(q(['--db', db, '--top', 'container', '--format', 'json']).lines.map((l) => JSON.parse(l).container), ['web', null]);
+    assert.deepEqual(q(['--db', db, '--top', 'pod', '--format', 'json']).lines.map((l) => JSON.parse(l).pod), ['shop/web-0', null]);
+  });
+
+  test('the table lists one line per connection, aligned', () => {
+    const t = q(['--db', db, '--remote', '10.1.2.3']);
+    assert.equal(t.lines.length, 2);
+    assert.match(t.lines[0]!, /^FIRST SEEN +LAST SEEN +PROTO +DIR +LOCAL +REMOTE +NAME +PID +PROCESS +CONTAINER +POD +SENT +RECEIVED +STATE +ALERT$/);
+    assert.match(t.lines[1]!, / tcp +out +10\.0\.0\.1:51000 +10\.1\.2\.3:5432 +- +4242 +curl +web +shop\/web-0 +1000 +4000 +closed +no-db$/);
+    assert.equal(t.lines[0]!.indexOf('REMOTE'), t.lines[1]!.indexOf('10.1.2.3'));
+  });
+
+  test('usage errors and unreadable logs are one line', () => {
+    const err = (args: string[]) => {
+      try {
+        q(args);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    };
+    assert.ok(err(['--remote', '1.2.3.4']) instanceof ConfigError, 'no --db');
+    for (const a of [['--remote', '1.2.3'], ['--port', 'http'], ['--since', 'yesterday'], ['--top', 'user'], ['--by', 'bytes'], ['--format', 'xml']]) {
+      const e = err(['--db', db, ...a]);
+      assert.ok(e instanceof ConfigError && !e.message.includes('\n'), `${a.join(' ')}: ${String(e)}`);
+    }
+    const missing = err(['--db', join(tempDir('convis-q-'), 'none.db')]);
+    assert.ok(missing instanceof FlowLogError && /no such flow log$/.test(missing.message), String(missing));
+    const junk = join(tempDir('convis-q-'), 'junk.db');
+    writeFileSync(junk, 'this is not SQLite '.repeat(100));
+    const corrupt = err(['--db', junk]);
+    assert.ok(corrupt instanceof FlowLogError && /not a flow log/.test(corrupt.message), String(corrupt));
+  });
+});
