@@ -26,6 +26,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { measureStages, type StageCosts } from './pipeline.js';
+import { measureQueries, queryReport, type QueryCosts } from './flowlog.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHURN_SRC = join(ROOT, 'bench', 'churn.c');
@@ -64,7 +65,7 @@ const IPERF3_COOKIE_BYTES = 37;
 /** the largest drop in the max-churn ratio allowed against a --compare build */
 const TARGET_COMPARE_DROP = 0.02;
 
-const PHASES = ['max', 'paced', 'bulk', 'stages'] as const;
+const PHASES = ['max', 'paced', 'bulk', 'stages', 'query'] as const;
 type PhaseName = (typeof PHASES)[number];
 
 interface Options {
@@ -191,7 +192,7 @@ async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | un
 
 function parseOptions(argv: string[]): Options {
   const usage =
-    'usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH] [--phases max,paced,bulk,stages]  (env: BENCH_PAIRS, BENCH_SECONDS)';
+    'usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH] [--phases max,paced,bulk,stages,query]  (env: BENCH_PAIRS, BENCH_SECONDS)';
   const positive = (name: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || !Number.isFinite(n) || n <= 0) throw new Error(`bad value for ${name}: ${value ?? '(none)'}\n${usage}`);
@@ -788,6 +789,13 @@ async function main(): Promise<void> {
     process.stdout.write(`${stageReport(stages)}\n`);
   }
 
+  let queries: QueryCosts | undefined;
+  if (opts.phases.has('query')) {
+    process.stdout.write('\nflow log: writing a million connections, then timing convis query over them...\n');
+    queries = await measureQueries();
+    process.stdout.write(`${queryReport(queries)}\n`);
+  }
+
   writeFileSync(
     RESULTS,
     `${JSON.stringify(
@@ -804,6 +812,7 @@ async function main(): Promise<void> {
         summary: { max, paced, bulk, ...(compare ? { compare, pairedDrop: drop } : {}) },
         bulkRuns,
         stages,
+        queries,
         references: REFERENCES,
         targets: goals,
       },

@@ -17,11 +17,25 @@ export class FlowLogError extends Error {}
 export const SCHEMA_VERSION = 1;
 
 const SCHEMA = `
+-- who made or accepted connections: a process in a container and pod, on a node
+-- (stored once, however many connections it has)
+CREATE TABLE IF NOT EXISTS workloads (
+  id INTEGER PRIMARY KEY,
+  node TEXT NOT NULL,
+  pid INTEGER,
+  comm TEXT,
+  cmd TEXT,
+  container_id TEXT,
+  container_name TEXT,
+  image TEXT,
+  pod TEXT,
+  namespace TEXT
+);
 CREATE TABLE IF NOT EXISTS connections (
   id INTEGER PRIMARY KEY,
   run INTEGER NOT NULL,            -- when the agent that wrote it started (ms): conn_id is unique per run
   conn_id INTEGER NOT NULL,
-  node TEXT NOT NULL,
+  workload INTEGER NOT NULL,       -- workloads.id
   proto TEXT NOT NULL,             -- tcp or udp
   direction TEXT NOT NULL,         -- outbound or inbound
   first_seen INTEGER NOT NULL,     -- ms since the Unix epoch
@@ -30,19 +44,10 @@ CREATE TABLE IF NOT EXISTS connections (
   existing INTEGER NOT NULL DEFAULT 0,
   local_ip TEXT NOT NULL,
   local_port INTEGER NOT NULL,
-  remote_ip TEXT NOT NULL,
+  remote BLOB NOT NULL,            -- the remote address as 16 ordered bytes (IPv4 mapped): prefixes are ranges
   remote_port INTEGER NOT NULL,
-  remote_bin BLOB NOT NULL,        -- the remote address as 16 bytes (IPv4 mapped), for prefix searches
   remote_name TEXT,                -- its DNS name, when known
   service_port INTEGER NOT NULL,   -- remote port when outbound, local port when inbound
-  pid INTEGER,
-  comm TEXT,
-  cmd TEXT,
-  container_id TEXT,
-  container_name TEXT,
-  image TEXT,
-  pod TEXT,
-  namespace TEXT,
   remote_pod TEXT,
   remote_namespace TEXT,
   bytes_sent INTEGER NOT NULL DEFAULT 0,
@@ -55,10 +60,16 @@ CREATE TABLE IF NOT EXISTS connections (
   alert_rule TEXT,
   alert_time INTEGER
 );
-CREATE INDEX IF NOT EXISTS connections_last_seen ON connections (last_seen);
-CREATE INDEX IF NOT EXISTS connections_first_seen ON connections (first_seen);
-CREATE INDEX IF NOT EXISTS connections_remote ON connections (remote_bin);
-CREATE INDEX IF NOT EXISTS connections_alerts ON connections (alert_rule) WHERE alert_rule IS NOT NULL;
+-- convis query picks its index itself (see query.ts); each carries the columns
+-- its queries filter and sum on, so they run inside the index:
+-- newest first, for listings and time windows
+CREATE INDEX IF NOT EXISTS connections_time ON connections
+  (first_seen, last_seen, remote, local_port, remote_port, workload, alert_rule, bytes_sent, bytes_received);
+-- by remote address, for an address or a prefix, and --top remote
+CREATE INDEX IF NOT EXISTS connections_remote ON connections (remote, first_seen, last_seen, bytes_sent, bytes_received);
+-- by workload, for --top process, container and pod
+CREATE INDEX IF NOT EXISTS connections_workload ON connections (workload, first_seen, last_seen, bytes_sent, bytes_received);
+CREATE INDEX IF NOT EXISTS connections_alerts ON connections (alert_rule, first_seen) WHERE alert_rule IS NOT NULL;
 `;
 
 /** Opens (creating if needed) the flow log for writing. */
@@ -104,6 +115,12 @@ export function addressBytes(ip: string): Buffer {
   const a = ipaddr.parse(ip);
   const v6 = a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress() : (a as ipaddr.IPv6);
   return Buffer.from(v6.toByteArray());
+}
+
+/** The address 16 bytes stand for, as written elsewhere (IPv4 dotted, IPv6 compressed). */
+export function addressText(bytes: Uint8Array): string {
+  const v6 = ipaddr.fromByteArray(Array.from(bytes)) as ipaddr.IPv6;
+  return v6.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : v6.toString();
 }
 
 /** The lowest and highest 16-byte addresses of an address or prefix, or undefined when it is neither. */

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { parseDurationMs } from '../config/duration.js';
 import { ConfigError } from '../config/errors.js';
 import { textWord } from '../sinks/stdout.js';
-import { addressRange, openForReading } from './db.js';
+import { addressRange, addressText, openForReading } from './db.js';
 
 export const QUERY_HELP = `Usage: convis query --db FILE [filters] [--top WHAT --by bytes|connections] [--format table|json] [--limit N]
 
@@ -32,12 +32,13 @@ Filters (all given must hold):
   --limit N            at most N lines (default 100; 10 with --top)
 `;
 
-const TOP: Record<string, string> = {
-  process: 'comm',
-  container: 'container_name',
-  pod: "CASE WHEN pod IS NULL THEN NULL ELSE coalesce(namespace, '') || '/' || pod END",
-  remote: 'remote_ip',
-  domain: 'remote_name',
+/** What --top groups by: a workloads column, or a connections one. */
+const TOP: Record<string, { workload: boolean; key: string }> = {
+  process: { workload: true, key: 'w.comm' },
+  container: { workload: true, key: 'w.container_name' },
+  pod: { workload: true, key: "CASE WHEN w.pod IS NULL THEN NULL ELSE coalesce(w.namespace, '') || '/' || w.pod END" },
+  remote: { workload: false, key: 'remote' },
+  domain: { workload: false, key: 'remote_name' },
 };
 
 /** An RFC 3339 time or an age before `now`, as ms since the epoch. */
@@ -54,10 +55,14 @@ function parseTime(flag: string, text: string, now: number): number {
 interface Where {
   sql: string[];
   params: unknown[];
+  /** what the conditions look at: each index covers some of these */
+  uses: Set<'remote' | 'port' | 'workload' | 'domain' | 'time' | 'alerts'>;
+  /** --remote is one address, not a prefix */
+  exactRemote: boolean;
 }
 
 function filters(v: Record<string, string | boolean | undefined>, now: number): Where {
-  const w: Where = { sql: [], params: [] };
+  const w: Where = { sql: [], params: [], uses: new Set(), exactRemote: false };
   const add = (sql: string, ...params: unknown[]) => {
     w.sql.push(sql);
     w.params.push(...params);
@@ -65,27 +70,44 @@ function filters(v: Record<string, string | boolean | undefined>, now: number): 
   if (typeof v.remote === 'string') {
     const range = addressRange(v.remote.trim());
     if (!range) throw new ConfigError(`--remote must be an IP address or a prefix such as 10.0.0.0/8 or fd00::/8, not ${JSON.stringify(v.remote)}`);
-    add('remote_bin BETWEEN ? AND ?', range[0], range[1]);
+    add('remote BETWEEN ? AND ?', range[0], range[1]);
+    w.uses.add('remote');
+    w.exactRemote = range[0].equals(range[1]);
   }
   if (typeof v.port === 'string') {
     const n = Number(v.port);
     if (!/^\d+$/.test(v.port) || n > 65535) throw new ConfigError(`--port must be a port number, not ${JSON.stringify(v.port)}`);
     add('(local_port = ? OR remote_port = ?)', n, n);
+    w.uses.add('port');
   }
-  const globs: [string, string][] = [
+  // workload filters pick workloads rows first (a small table), then their connections
+  const workloadGlobs: [string, string][] = [
     ['process', 'comm'],
     ['container', 'container_name'],
     ['pod', 'pod'],
     ['namespace', 'namespace'],
-    ['domain', 'remote_name'],
   ];
-  for (const [flag, column] of globs) {
-    const g = v[flag];
-    if (typeof g === 'string') add(`${column} GLOB ?`, g);
+  const picked = workloadGlobs.filter(([flag]) => typeof v[flag] === 'string');
+  if (picked.length > 0) {
+    add(`workload IN (SELECT id FROM workloads WHERE ${picked.map(([, column]) => `${column} GLOB ?`).join(' AND ')})`, ...picked.map(([flag]) => v[flag]));
+    w.uses.add('workload');
   }
-  if (typeof v.since === 'string') add('last_seen >= ?', parseTime('--since', v.since, now));
-  if (typeof v.until === 'string') add('first_seen <= ?', parseTime('--until', v.until, now));
-  if (v.alerts === true) add('alert_rule IS NOT NULL');
+  if (typeof v.domain === 'string') {
+    add('remote_name GLOB ?', v.domain);
+    w.uses.add('domain');
+  }
+  if (typeof v.since === 'string') {
+    add('last_seen >= ?', parseTime('--since', v.since, now));
+    w.uses.add('time');
+  }
+  if (typeof v.until === 'string') {
+    add('first_seen <= ?', parseTime('--until', v.until, now));
+    w.uses.add('time');
+  }
+  if (v.alerts === true) {
+    add('alert_rule IS NOT NULL');
+    w.uses.add('alerts');
+  }
   return w;
 }
 
@@ -107,6 +129,7 @@ function table(header: string[], rows: string[][], numeric: Set<number>): string
 const cell = (v: unknown): string => (v === null || v === undefined || v === '' ? '-' : textWord(String(v)));
 
 interface ConnRow {
+  remote: Buffer;
   first_seen: number;
   last_seen: number;
   node: string;
@@ -116,7 +139,6 @@ interface ConnRow {
   existing: number;
   local_ip: string;
   local_port: number;
-  remote_ip: string;
   remote_port: number;
   remote_name: string | null;
   pid: number | null;
@@ -141,8 +163,24 @@ interface ConnRow {
   conn_id: number;
 }
 
-const COLUMNS =
-  'first_seen, last_seen, node, proto, direction, closed, existing, local_ip, local_port, remote_ip, remote_port, remote_name, pid, comm, cmd, container_id, container_name, image, pod, namespace, remote_pod, remote_namespace, bytes_sent, bytes_received, datagrams_sent, datagrams_received, retransmits, duration_ms, error, alert_rule, alert_time, conn_id';
+const COLUMNS = `c.first_seen, c.last_seen, w.node, c.proto, c.direction, c.closed, c.existing, c.local_ip, c.local_port, c.remote,
+  c.remote_port, c.remote_name, w.pid, w.comm, w.cmd, w.container_id, w.container_name, w.image, w.pod, w.namespace, c.remote_pod,
+  c.remote_namespace, c.bytes_sent, c.bytes_received, c.datagrams_sent, c.datagrams_received, c.retransmits, c.duration_ms, c.error,
+  c.alert_rule, c.alert_time, c.conn_id`;
+
+/** Whether the conditions look only at what `covered` names (an index holding those columns answers alone). */
+const onlyUses = (w: Where, ...covered: string[]) => [...w.uses].every((u) => covered.includes(u));
+
+/**
+ * The index a listing walks. The planner, left to itself, picks a prefix's
+ * index and sorts a quarter of a big log; walking the time index newest
+ * first, with every filtered column in it, stops after --limit matches.
+ */
+function listingIndex(w: Where): { index: string; order: string } {
+  if (w.uses.has('alerts')) return { index: 'connections_alerts', order: 'first_seen DESC' };
+  if (w.exactRemote) return { index: 'connections_remote', order: 'first_seen DESC' };
+  return { index: 'connections_time', order: 'first_seen DESC' };
+}
 
 /** Runs `convis query`; returns the exit status. Throws ConfigError for usage errors. */
 export function runQuery(argv: string[], out: (text: string) => void, now = Date.now()): number {
@@ -196,15 +234,23 @@ export function runQuery(argv: string[], out: (text: string) => void, now = Date
   const db = openForReading(values.db);
   try {
     if (values.top !== undefined) {
-      const key = TOP[values.top] as string;
+      const top = TOP[values.top] as { workload: boolean; key: string };
       const metric = by === 'bytes' ? 'bytes' : 'connections';
-      const rows = db
-        .prepare(
-          `SELECT ${key} AS key, count(*) AS connections, sum(bytes_sent) AS bytes_sent, sum(bytes_received) AS bytes_received,
-             sum(bytes_sent) + sum(bytes_received) AS bytes
-           FROM connections ${where} GROUP BY key ORDER BY ${metric} DESC, key LIMIT ?`,
-        )
-        .all(...w.params, limit) as { key: string | null; connections: number; bytes_sent: number; bytes_received: number; bytes: number }[];
+      // connections are summed per workload (or remote) first, on an index that covers the sums; names are joined after
+      // the index that holds every column the conditions and the sums need, when there is one
+      const index = top.workload
+        ? onlyUses(w, 'workload', 'time') ? 'connections_workload' : 'connections_time'
+        : values.top === 'remote' && onlyUses(w, 'remote', 'time') ? 'connections_remote' : 'connections_time';
+      const sql = top.workload
+        ? `SELECT ${top.key} AS key, sum(c.n) AS connections, sum(c.s) AS bytes_sent, sum(c.r) AS bytes_received, sum(c.s) + sum(c.r) AS bytes
+           FROM (SELECT workload, count(*) AS n, sum(bytes_sent) AS s, sum(bytes_received) AS r FROM connections INDEXED BY ${index} ${where} GROUP BY workload) c
+           JOIN workloads w ON w.id = c.workload GROUP BY key ORDER BY ${metric} DESC, key LIMIT ?`
+        : `SELECT ${top.key} AS key, count(*) AS connections, sum(bytes_sent) AS bytes_sent, sum(bytes_received) AS bytes_received,
+             sum(bytes_sent) + sum(bytes_received) AS bytes FROM connections INDEXED BY ${index} ${where} GROUP BY key ORDER BY ${metric} DESC, key LIMIT ?`;
+      const rows = (db.prepare(sql).all(...w.params, limit) as { key: string | Buffer | null; connections: number; bytes_sent: number; bytes_received: number; bytes: number }[]).map((r) => ({
+        ...r,
+        key: Buffer.isBuffer(r.key) ? addressText(r.key) : r.key,
+      }));
       if (format === 'json') {
         for (const r of rows) out(`${JSON.stringify({ [values.top]: r.key, connections: r.connections, bytes_sent: r.bytes_sent, bytes_received: r.bytes_received, bytes: r.bytes })}\n`);
       } else {
@@ -212,10 +258,17 @@ export function runQuery(argv: string[], out: (text: string) => void, now = Date
       }
       return 0;
     }
-    const rows = db.prepare(`SELECT ${COLUMNS} FROM connections ${where} ORDER BY first_seen DESC, id DESC LIMIT ?`).all(...w.params, limit) as ConnRow[];
+    const pick = listingIndex(w);
+    const rows = db
+      .prepare(
+        `SELECT ${COLUMNS} FROM connections c JOIN workloads w ON w.id = c.workload
+         WHERE c.id IN (SELECT id FROM connections INDEXED BY ${pick.index} ${where} ORDER BY ${pick.order} LIMIT ?) ORDER BY c.first_seen DESC, c.id DESC`,
+      )
+      .all(...w.params, limit) as ConnRow[];
     if (format === 'json') {
       for (const r of rows) {
-        out(`${JSON.stringify({ ...r, first_seen: iso(r.first_seen), last_seen: iso(r.last_seen), alert_time: r.alert_time === null ? null : iso(r.alert_time), closed: r.closed === 1, existing: r.existing === 1 })}\n`);
+        const { remote, ...rest } = r;
+        out(`${JSON.stringify({ ...rest, remote_ip: addressText(remote), first_seen: iso(r.first_seen), last_seen: iso(r.last_seen), alert_time: r.alert_time === null ? null : iso(r.alert_time), closed: r.closed === 1, existing: r.existing === 1 })}\n`);
       }
       return 0;
     }
@@ -228,7 +281,7 @@ export function runQuery(argv: string[], out: (text: string) => void, now = Date
           r.proto,
           r.direction === 'outbound' ? 'out' : 'in',
           hostPort(r.local_ip, r.local_port),
-          hostPort(r.remote_ip, r.remote_port),
+          hostPort(addressText(r.remote), r.remote_port),
           cell(r.remote_name),
           r.pid === null ? '-' : String(r.pid),
           cell(r.comm),

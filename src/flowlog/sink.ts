@@ -33,6 +33,8 @@ const FLUSH_MS = 1000;
 const PRUNE_MS = 60_000;
 /** open connections kept in memory; beyond it the oldest is forgotten (its row stays) */
 const MAX_OPEN = 524_288;
+/** changed rows that make a write happen before the second is up (bounds memory under a burst) */
+const MAX_DIRTY = 50_000;
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
 
@@ -65,7 +67,9 @@ export function parseFlowLogOptions(o: Record<string, string>): FlowLogOptions {
 interface Row {
   id: number | undefined;
   connId: number;
-  node: string;
+  workload: number;
+  /** the workload names a process (an io_uring accept may name it later) */
+  owned: boolean;
   proto: string;
   direction: string;
   first: number;
@@ -74,17 +78,9 @@ interface Row {
   existing: boolean;
   localIp: string;
   localPort: number;
-  remoteIp: string;
+  remote: Buffer;
   remotePort: number;
   servicePort: number;
-  pid: number | null;
-  comm: string | null;
-  cmd: string | null;
-  containerId: string | null;
-  containerName: string | null;
-  image: string | null;
-  pod: string | null;
-  namespace: string | null;
   remotePod: string | null;
   remoteNamespace: string | null;
   bytesSent: number;
@@ -97,6 +93,9 @@ interface Row {
   alertRule: string | null;
   alertTime: number | null;
 }
+
+/** workloads remembered with their row id; past it the cache starts over (a workload may then get a second row) */
+const MAX_WORKLOADS = 65_536;
 
 const ms = (e: ConnectionEvent) => e.timeSec * 1000 + Math.floor(e.timeNsec / 1e6);
 
@@ -111,6 +110,9 @@ export class FlowLogSink implements Sink {
   private readonly dirty = new Set<Row>();
   private readonly insert: Statement;
   private readonly update: Statement;
+  private readonly insertWorkload: Statement;
+  private readonly workloads = new Map<string, number>();
+  private readonly addresses = new Map<string, Buffer>();
   private readonly flushTimer: NodeJS.Timeout;
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly counters = { sent: 0, dropped: 0, failed: 0 };
@@ -120,17 +122,15 @@ export class FlowLogSink implements Sink {
     this.o = o;
     this.log = log;
     this.db = openForWriting(o.path);
-    this.insert = this.db.prepare(`INSERT INTO connections (run, conn_id, node, proto, direction, first_seen, last_seen, closed, existing,
-      local_ip, local_port, remote_ip, remote_port, remote_bin, service_port, pid, comm, cmd, container_id, container_name, image, pod,
-      namespace, remote_pod, remote_namespace, bytes_sent, bytes_received, datagrams_sent, datagrams_received, retransmits, duration_ms,
-      error, alert_rule, alert_time)
-      VALUES (@run, @connId, @node, @proto, @direction, @first, @last, @closed, @existing, @localIp, @localPort, @remoteIp, @remotePort,
-      @remoteBin, @servicePort, @pid, @comm, @cmd, @containerId, @containerName, @image, @pod, @namespace, @remotePod, @remoteNamespace,
-      @bytesSent, @bytesReceived, @datagramsSent, @datagramsReceived, @retransmits, @durationMs, @error, @alertRule, @alertTime)`);
-    this.update = this.db.prepare(`UPDATE connections SET last_seen = @last, closed = @closed, bytes_sent = @bytesSent,
-      bytes_received = @bytesReceived, datagrams_sent = @datagramsSent, datagrams_received = @datagramsReceived,
-      retransmits = @retransmits, duration_ms = @durationMs, error = @error, alert_rule = @alertRule, alert_time = @alertTime,
-      pid = @pid, comm = @comm, cmd = @cmd WHERE id = @id`);
+    this.insert = this.db.prepare(`INSERT INTO connections (run, conn_id, workload, proto, direction, first_seen, last_seen, closed,
+      existing, local_ip, local_port, remote, remote_port, service_port, remote_pod, remote_namespace, bytes_sent, bytes_received,
+      datagrams_sent, datagrams_received, retransmits, duration_ms, error, alert_rule, alert_time)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.update = this.db.prepare(`UPDATE connections SET last_seen = ?, closed = ?, bytes_sent = ?, bytes_received = ?,
+      datagrams_sent = ?, datagrams_received = ?, retransmits = ?, duration_ms = ?, error = ?, alert_rule = ?, alert_time = ?,
+      workload = ? WHERE id = ?`);
+    this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.flushTimer = setInterval(() => this.flush(), FLUSH_MS);
     this.flushTimer.unref();
     this.prune();
@@ -148,6 +148,7 @@ export class FlowLogSink implements Sink {
       this.fold(e);
       this.counters.sent++;
     }
+    if (this.dirty.size >= MAX_DIRTY) this.flush();
   }
 
   async close(): Promise<void> {
@@ -156,6 +157,7 @@ export class FlowLogSink implements Sink {
     clearInterval(this.flushTimer);
     clearInterval(this.pruneTimer);
     this.flush();
+    this.analyze();
     this.db.close();
   }
 
@@ -171,11 +173,11 @@ export class FlowLogSink implements Sink {
   private rowOf(e: ConnectionEvent): Row {
     let r = this.open.get(e.connId);
     if (r !== undefined) return r;
-    const p = e.process;
     r = {
       id: undefined,
       connId: e.connId,
-      node: e.node,
+      workload: this.workloadOf(e),
+      owned: e.process !== null,
       proto: e.proto,
       direction: e.direction,
       first: ms(e),
@@ -184,17 +186,9 @@ export class FlowLogSink implements Sink {
       existing: e.existing === true,
       localIp: e.local.ip,
       localPort: e.local.port,
-      remoteIp: e.remote?.ip ?? '',
+      remote: this.addressOf(e.remote?.ip ?? ''),
       remotePort: e.remote?.port ?? 0,
       servicePort: servicePort(e),
-      pid: p?.pid ?? null,
-      comm: p?.comm ?? null,
-      cmd: p?.cmd ?? null,
-      containerId: e.container?.id ?? null,
-      containerName: e.container?.name ?? null,
-      image: e.container?.image ?? null,
-      pod: e.pod?.name ?? null,
-      namespace: e.pod?.namespace ?? null,
       remotePod: e.remotePod?.name ?? null,
       remoteNamespace: e.remotePod?.namespace ?? null,
       bytesSent: 0,
@@ -217,15 +211,43 @@ export class FlowLogSink implements Sink {
     return r;
   }
 
+  /** An address's 16 bytes; a node talks to a bounded set of peers, so they are kept. */
+  private addressOf(ip: string): Buffer {
+    let b = this.addresses.get(ip);
+    if (b === undefined) {
+      if (this.addresses.size >= 65_536) this.addresses.clear();
+      b = addressBytes(ip);
+      this.addresses.set(ip, b);
+    }
+    return b;
+  }
+
+  /**
+   * The workloads row of an event's process, container and pod (written at
+   * once: connections rows refer to it).
+   */
+  private workloadOf(e: ConnectionEvent): number {
+    const p = e.process;
+    const c = e.container;
+    const values = [e.node, p?.pid ?? null, p?.comm ?? null, p?.cmd ?? null, c?.id ?? null, c?.name ?? null, c?.image ?? null, e.pod?.name ?? null, e.pod?.namespace ?? null];
+    const key = values.join('\0');
+    let id = this.workloads.get(key);
+    if (id === undefined) {
+      if (this.workloads.size >= MAX_WORKLOADS) this.workloads.clear();
+      id = Number(this.insertWorkload.run(...values).lastInsertRowid);
+      this.workloads.set(key, id);
+    }
+    return id;
+  }
+
   /** Folds one event into its connection's row. */
   private fold(e: ConnectionEvent): void {
     const r = this.rowOf(e);
     r.last = Math.max(r.last, ms(e));
     // an owner named later (an io_uring accept) fills in the process
-    if (r.pid === null && e.process) {
-      r.pid = e.process.pid;
-      r.comm = e.process.comm;
-      r.cmd = e.process.cmd;
+    if (!r.owned && e.process) {
+      r.workload = this.workloadOf(e);
+      r.owned = true;
     }
     switch (e.event) {
       case 'connect':
@@ -273,10 +295,18 @@ export class FlowLogSink implements Sink {
       this.db.transaction(() => {
         for (const r of rows) {
           if (r.id === undefined) {
-            const params = { ...r, run: this.run, closed: r.closed ? 1 : 0, existing: r.existing ? 1 : 0, remoteBin: addressBytes(r.remoteIp) };
-            r.id = Number(this.insert.run(params).lastInsertRowid);
+            r.id = Number(
+              this.insert.run(
+                this.run, r.connId, r.workload, r.proto, r.direction, r.first, r.last, r.closed ? 1 : 0, r.existing ? 1 : 0, r.localIp,
+                r.localPort, r.remote, r.remotePort, r.servicePort, r.remotePod, r.remoteNamespace, r.bytesSent, r.bytesReceived,
+                r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs, r.error, r.alertRule, r.alertTime,
+              ).lastInsertRowid,
+            );
           } else {
-            this.update.run({ ...r, closed: r.closed ? 1 : 0, existing: r.existing ? 1 : 0 });
+            this.update.run(
+              r.last, r.closed ? 1 : 0, r.bytesSent, r.bytesReceived, r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs,
+              r.error, r.alertRule, r.alertTime, r.workload, r.id,
+            );
           }
         }
       })();
@@ -292,23 +322,50 @@ export class FlowLogSink implements Sink {
     }
   }
 
-  /** Deletes rows past the retention age, then the oldest while the file is over its size. */
+  /**
+   * Deletes rows past the retention age, then the oldest while the file is
+   * over its size, and the workloads no row refers to any more; then
+   * refreshes the statistics convis query's planner chooses indexes by.
+   */
   private prune(): void {
+    // every row in memory first, so that a workload no row refers to is truly unused
+    this.flush();
     try {
-      this.db.prepare('DELETE FROM connections WHERE last_seen < ?').run(Date.now() - this.o.retainMs);
+      const orphans = this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)');
+      // first_seen <= last_seen: the time index finds them (a row seen last before the cutoff also began before it)
+      const cutoff = Date.now() - this.o.retainMs;
+      let deleted = this.db.prepare('DELETE FROM connections WHERE first_seen < ? AND last_seen < ?').run(cutoff, cutoff).changes;
       const size = () => (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
       for (let i = 0, now = size(); i < 50 && now > this.o.maxBytes; i++, now = size()) {
         const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
         if (n === 0) break;
         // the oldest rows, as many as the excess is of the file, and a hundredth more
         const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
-        this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY last_seen LIMIT ?)').run(excess);
+        // the oldest by when they began (the order of the time index)
+        deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
+        orphans.run();
         this.db.pragma('incremental_vacuum');
         this.db.pragma('wal_checkpoint(TRUNCATE)');
       }
+      if (deleted > 0) {
+        orphans.run();
+        // their ids may be gone: workloads are written again as they come
+        this.workloads.clear();
+      }
       this.db.pragma('incremental_vacuum');
+      this.analyze();
     } catch (e) {
       this.log.warn(`flowlog ${this.o.path}: pruning failed (${(e as Error).message})`);
+    }
+  }
+
+  /** Sampled statistics (fast on any size): convis query then picks the right index for each filter. */
+  private analyze(): void {
+    try {
+      this.db.pragma('analysis_limit = 2000');
+      this.db.exec('ANALYZE');
+    } catch {
+      // statistics are an optimisation only
     }
   }
 }

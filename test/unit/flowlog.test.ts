@@ -30,7 +30,8 @@ async function logOf(events: ConnectionEvent[], options: { retainMs?: number; ma
   return path;
 }
 
-const rows = (path: string) => new Database(path, { readonly: true }).prepare('SELECT * FROM connections ORDER BY id').all() as Record<string, unknown>[];
+const rows = (path: string) =>
+  new Database(path, { readonly: true }).prepare('SELECT c.*, w.pid, w.comm, w.cmd, w.container_name FROM connections c JOIN workloads w ON w.id = c.workload ORDER BY c.id').all() as Record<string, unknown>[];
 
 const q = (args: string[], now = (T0 + 100) * 1000) => {
   let text = '';
@@ -59,7 +60,7 @@ describe('FlowLogSink', () => {
     const byId = Object.fromEntries(r.map((x) => [x.conn_id as number, x]));
     const c = byId[10]!;
     assert.deepEqual(
-      [c.bytes_sent, c.bytes_received, c.retransmits, c.duration_ms, c.closed, c.alert_rule, c.first_seen, c.last_seen, c.comm, c.cmd, c.remote_ip, c.service_port],
+      [c.bytes_sent, c.bytes_received, c.retransmits, c.duration_ms, c.closed, c.alert_rule, c.first_seen, c.last_seen, c.comm, c.cmd, [...(c.remote as Buffer)].slice(12).join('.'), c.service_port],
       [160, 9, 1, 25000, 1, 'egress', T0 * 1000, (T0 + 25) * 1000, 'curl', sampleProcess.cmd, '10.0.0.2', 80],
     );
     const u = byId[11]!;
@@ -88,8 +89,8 @@ describe('FlowLogSink', () => {
   });
 
   test('over max_size the oldest rows go and the file shrinks', async () => {
-    const big = { ...sampleProcess, cmd: 'x'.repeat(2000) };
-    const events = Array.from({ length: 6000 }, (_, i) => sampleEvent('connect', { connId: i, process: big, timeSec: Math.floor(Date.now() / 1000) - 6000 + i, timeNsec: 0 }));
+    // a process each, with a long command line: workloads rows go with the connections that used them
+    const events = Array.from({ length: 6000 }, (_, i) => sampleEvent('connect', { connId: i, process: { ...sampleProcess, pid: i, cmd: `${i} ${'x'.repeat(2000)}` }, timeSec: Math.floor(Date.now() / 1000) - 6000 + i, timeNsec: 0 }));
     const path = await logOf(events);
     assert.ok(statSync(path).size > 8 * 1024 ** 2, 'the log is large first');
     await logOf([], { path, maxBytes: 2 * 1024 ** 2 });
@@ -98,6 +99,8 @@ describe('FlowLogSink', () => {
     assert.ok(kept.length > 0 && kept.length < 6000);
     assert.equal(Math.max(...kept), 5999, 'the newest stay');
     assert.equal(Math.min(...kept), 6000 - kept.length, 'the oldest went');
+    const workloads = (new Database(path, { readonly: true }).prepare('SELECT count(*) AS n FROM workloads').get() as { n: number }).n;
+    assert.equal(workloads, kept.length, 'no workload is left without a connection');
   });
 
   test('options: path required, retain and max_size checked, unknown keys refused', () => {
