@@ -5,9 +5,9 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { parseDurationMs } from './duration.js';
 import { ConfigError } from './errors.js';
+import { parseFlags } from './flags.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
 import { secrets } from './secrets.js';
 import { CMDLINE_MODES, type CmdlineMode } from '../metadata/cmdline.js';
@@ -85,34 +85,23 @@ export function defaultNodeName(procRoot: string, ownHostname: () => string = ho
 }
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        sink: { type: 'string', multiple: true },
-        verbose: { type: 'boolean', short: 'v' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'V' },
-        'node-name': { type: 'string' },
-        btf: { type: 'string' },
-        'proc-root': { type: 'string' },
-        'sys-root': { type: 'string' },
-        'ring-buffer-mib': { type: 'string' },
-        'cri-socket': { type: 'string' },
-        'podman-socket': { type: 'string' },
-        'max-flows': { type: 'string' },
-        interval: { type: 'string' },
-        cmdline: { type: 'string' },
-        policy: { type: 'string' },
-      },
-    }));
-  } catch (e) {
-    // parseArgs' messages are one sentence already; drop its hints after the first line
-    throw new ConfigError((e as Error).message.split('\n')[0] ?? String(e));
-  }
+  const values = parseFlags(argv, {
+    sink: { type: 'string', multiple: true },
+    verbose: { type: 'boolean', short: 'v' },
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'V' },
+    'node-name': { type: 'string' },
+    btf: { type: 'string' },
+    'proc-root': { type: 'string' },
+    'sys-root': { type: 'string' },
+    'ring-buffer-mib': { type: 'string' },
+    'cri-socket': { type: 'string' },
+    'podman-socket': { type: 'string' },
+    'max-flows': { type: 'string' },
+    interval: { type: 'string' },
+    cmdline: { type: 'string' },
+    policy: { type: 'string' },
+  });
   // credentials first, so that no message from here on can show one
   const credentials: EnvCredentials = {};
   if (env.CONVIS_NEWRELIC_KEY) credentials.newrelicKey = env.CONVIS_NEWRELIC_KEY;

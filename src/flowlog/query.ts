@@ -4,9 +4,9 @@
  * agent running. Every filter becomes a WHERE condition on an indexed or
  * scanned column, so SQLite does the work; nothing is filtered in JS.
  */
-import { parseArgs } from 'node:util';
 import { parseDurationMs } from '../config/duration.js';
 import { ConfigError } from '../config/errors.js';
+import { parseFlags } from '../config/flags.js';
 import { textWord } from '../sinks/stdout.js';
 import { addressRange, addressText, openForReading } from './db.js';
 
@@ -184,34 +184,28 @@ function listingIndex(w: Where): { index: string; order: string } {
 
 /** Runs `convis query`; returns the exit status. Throws ConfigError for usage errors. */
 export function runQuery(argv: string[], out: (text: string) => void, now = Date.now()): number {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        db: { type: 'string' },
-        remote: { type: 'string' },
-        port: { type: 'string' },
-        process: { type: 'string' },
-        container: { type: 'string' },
-        pod: { type: 'string' },
-        namespace: { type: 'string' },
-        domain: { type: 'string' },
-        since: { type: 'string' },
-        until: { type: 'string' },
-        alerts: { type: 'boolean' },
-        top: { type: 'string' },
-        by: { type: 'string' },
-        format: { type: 'string' },
-        limit: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (e) {
-    throw new ConfigError(`query: ${(e as Error).message.split('\n')[0]}`);
-  }
+  const values = parseFlags(
+    argv,
+    {
+      db: { type: 'string' },
+      remote: { type: 'string' },
+      port: { type: 'string' },
+      process: { type: 'string' },
+      container: { type: 'string' },
+      pod: { type: 'string' },
+      namespace: { type: 'string' },
+      domain: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      alerts: { type: 'boolean' },
+      top: { type: 'string' },
+      by: { type: 'string' },
+      format: { type: 'string' },
+      limit: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    'query: ',
+  );
   if (values.help) {
     out(QUERY_HELP);
     return 0;
