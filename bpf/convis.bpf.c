@@ -841,7 +841,7 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- UDP datagrams, and io_uring owners ---- */
 
-static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
+static __always_inline __u16 udp_account(struct sock *sk, int len, __u8 outbound)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 cookie = bpf_get_socket_cookie(sk);
@@ -852,7 +852,7 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 	long err;
 
 	if (family != AF_INET && family != AF_INET6)
-		return;
+		return 0;
 	k.cookie = cookie;
 	k.family = family;
 	/* the remote: what the cgroup hook saw for this very message (an
@@ -885,11 +885,11 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 		err = bpf_map_update_elem(&udp_flows, &k, &nf, BPF_NOEXIST);
 		if (err && err != -EEXIST) {
 			stat_inc(CONVIS_STAT_UDP_FULL);
-			return;
+			return k.rport;
 		}
 		f = bpf_map_lookup_elem(&udp_flows, &k);
 		if (!f)
-			return;
+			return k.rport;
 	}
 	if (outbound) {
 		__sync_fetch_and_add(&f->bytes_sent, len);
@@ -898,6 +898,61 @@ static __always_inline void udp_account(struct sock *sk, int len, __u8 outbound)
 		__sync_fetch_and_add(&f->bytes_received, len);
 		__sync_fetch_and_add(&f->dgrams_received, 1);
 	}
+	return k.rport;
+}
+
+/*
+ * A DNS answer (a UDP datagram from port 53) a process just received: its
+ * bytes are still in the process's buffer, which the syscall's arguments
+ * name. read() and recvfrom() pass the buffer itself, recvmsg() and
+ * recvmmsg() an iovec (the first one is read). Up to CONVIS_DNS_MAX bytes
+ * go to userspace, which parses them for names of remote addresses.
+ */
+static __always_inline void dns_answer(struct sock *sk, int len)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct convis_dns_event *ev;
+	const void *buf = NULL;
+	long nr = -1;
+	__u32 n;
+
+	/* the syscall's number: x86-64's (other architectures: none yet) */
+	if (bpf_core_field_exists(regs->orig_ax))
+		nr = BPF_CORE_READ(regs, orig_ax);
+
+	if (nr == 0 /* read */ || nr == 45 /* recvfrom */) {
+		buf = (const void *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	} else if (nr == 47 /* recvmsg */ || nr == 299 /* recvmmsg: the first message */) {
+		struct user_msghdr mh;
+		struct iovec iov;
+
+		if (bpf_probe_read_user(&mh, sizeof(mh), (const void *)PT_REGS_PARM2_CORE_SYSCALL(regs)) || !mh.msg_iov)
+			return;
+		if (bpf_probe_read_user(&iov, sizeof(iov), mh.msg_iov))
+			return;
+		buf = iov.iov_base;
+	}
+	if (!buf || len <= 0)
+		return;
+	n = len;
+	if (n > CONVIS_DNS_MAX)
+		n = CONVIS_DNS_MAX;
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(CONVIS_STAT_RB_DROP_DNS);
+		return;
+	}
+	ev->hdr.type = CONVIS_EV_DNS;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.pid = bpf_get_current_pid_tgid() >> 32;
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->netns = sk_netns(sk);
+	ev->len = n;
+	ev->pad = 0;
+	if (bpf_probe_read_user(ev->data, n, buf))
+		ev->len = 0;
+	bpf_ringbuf_submit(ev, rb_flags());
 }
 
 /*
@@ -949,10 +1004,12 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 	if (!sk || ret < 0 || (flags & MSG_PEEK))
 		return 0;
 	proto = sk->sk_protocol;
-	if (proto == IPPROTO_UDP)
-		udp_account(sk, ret, 0);
-	else if (proto == IPPROTO_TCP && ret > 0)
+	if (proto == IPPROTO_UDP) {
+		if (udp_account(sk, ret, 0) == 53)
+			dns_answer(sk, ret);
+	} else if (proto == IPPROTO_TCP && ret > 0) {
 		uring_owner(sk);
+	}
 	return 0;
 }
 

@@ -31,6 +31,7 @@ enum convis_event_type {
 	CONVIS_EV_TCP_UNLISTEN = 22, /* a listener closed */
 	CONVIS_EV_UDP_UPDATE = 32,   /* a socket and remote endpoint moved datagrams (sweep) */
 	CONVIS_EV_SWEEP_END = 48,    /* every update of one sweep is before this record */
+	CONVIS_EV_DNS = 64,          /* a DNS answer (UDP from port 53) a process received */
 };
 
 enum convis_direction {
@@ -55,6 +56,7 @@ enum convis_stat {
 	CONVIS_STAT_SOCKS_FULL = 2,   /* socket map full: connection not tracked */
 	CONVIS_STAT_UDP_FULL = 3,     /* UDP flow map full: datagrams not counted */
 	CONVIS_STAT_RB_DROP_UPDATE = 4, /* ring buffer full: an update waits for the next sweep */
+	CONVIS_STAT_RB_DROP_DNS = 5,  /* ring buffer full: a DNS answer lost (its names unknown) */
 	CONVIS_STAT_MAX = 8,
 };
 
@@ -140,5 +142,16 @@ struct convis_sweep_event {
 	__u64 seq; /* sweeps since the agent started */
 };
 _Static_assert(sizeof(struct convis_sweep_event) == 24, "convis_sweep_event size");
+
+/* a DNS answer as received: the UDP payload, cut at CONVIS_DNS_MAX bytes */
+#define CONVIS_DNS_MAX 512
+struct convis_dns_event {
+	struct convis_header hdr;
+	__u32 netns; /* the receiving task's network namespace (inode) */
+	__u16 len;   /* payload bytes in data */
+	__u16 pad;
+	__u8 data[CONVIS_DNS_MAX];
+};
+_Static_assert(sizeof(struct convis_dns_event) == 536, "convis_dns_event size");
 
 #endif /* CONVIS_EVENTS_H */

@@ -839,6 +839,7 @@ static napi_value make_sizes(napi_env env)
 	SIZE("execEvent", struct convis_exec_event)
 	SIZE("connEvent", struct convis_conn_event)
 	SIZE("sweepEvent", struct convis_sweep_event)
+	SIZE("dnsEvent", struct convis_dns_event)
 #undef SIZE
 	return o;
 }

@@ -13,7 +13,7 @@ export interface Health {
   /** kernel records by kind (connect, accept, close, connect_failed, exec, exit, fork) */
   events: Record<string, number>;
   /** events the kernel could not deliver, by what they were */
-  lost: { connection: number; process: number };
+  lost: { connection: number; process: number; dns?: number };
   /** sockets not tracked because the kernel's socket map was full */
   untrackedSockets: number;
   /** UDP datagrams not counted because the kernel's UDP flow map was full */
@@ -115,6 +115,7 @@ export class Registry implements MetricsSource {
       fam('convis_events_lost_total', [
         { labels: { ...node, kind: 'connection' }, value: h.lost.connection },
         { labels: { ...node, kind: 'process' }, value: h.lost.process },
+        { labels: { ...node, kind: 'dns' }, value: h.lost.dns ?? 0 },
       ]),
       fam('convis_untracked_sockets_total', [{ labels: node, value: h.untrackedSockets }]),
       fam('convis_udp_uncounted_datagrams_total', [{ labels: node, value: h.uncountedDatagrams }]),

@@ -1,6 +1,6 @@
 import { formatIPv4, formatIPv6 } from '../util/ip.js';
 import { u64NsNanos, u64NsSeconds } from '../util/time.js';
-import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, EventType, ExecEvent, FILENAME_LEN, Header, IPPROTO_UDP, SweepEvent, TaskEvent } from './events.js';
+import { AF_INET, ARGS_LEN, COMM_LEN, ConnEvent, ConnFlag, Direction, DnsEvent, EventType, ExecEvent, FILENAME_LEN, Header, IPPROTO_UDP, SweepEvent, TaskEvent } from './events.js';
 
 export type ConnKind = 'connect' | 'accept' | 'close' | 'connect_failed' | 'update' | 'listen' | 'unlisten';
 export type DirectionName = 'outbound' | 'inbound' | 'listen' | 'unknown';
@@ -78,13 +78,21 @@ export interface ConnRecord extends RecordBase {
   oldState: number;
 }
 
+/** A DNS answer a process received: the UDP payload (at most 512 bytes). */
+export interface DnsRecord extends RecordBase {
+  kind: 'dns';
+  /** the receiving task's network namespace */
+  netns: number;
+  payload: Buffer;
+}
+
 /** The end of one sweep: every update of it came before. */
 export interface SweepRecord extends RecordBase {
   kind: 'sweep';
   seq: number;
 }
 
-export type KernelRecord = ExecRecord | TaskRecord | ConnRecord | SweepRecord;
+export type KernelRecord = ExecRecord | TaskRecord | ConnRecord | SweepRecord | DnsRecord;
 
 const CONN_KINDS: Record<number, ConnKind> = {
   [EventType.tcpConnect]: 'connect',
@@ -279,6 +287,7 @@ const MIN_SIZE: Record<number, number> = {
   [EventType.tcpUnlisten]: ConnEvent.size,
   [EventType.udpUpdate]: ConnEvent.size,
   [EventType.sweepEnd]: SweepEvent.size,
+  [EventType.dns]: DnsEvent.size,
 };
 
 /** Bytes before each record in a batch: [u32 size][u32 0] (native/addon.c REC_HDR). */
@@ -322,7 +331,12 @@ export function decodeBatch(buf: Buffer, count: number): DecodeResult {
     const conn = CONN_KINDS[type];
     if (conn) records.push(decodeConn(v, o, conn));
     else if (type === EventType.exec) records.push(decodeExec(v, o));
-    else if (type === EventType.sweepEnd)
+    else if (type === EventType.dns) {
+      const len = Math.min(v.u16[(o + DnsEvent.len) >>> 1] as number, DnsEvent.max);
+      // a copy: the batch's memory is not kept
+      const payload = Buffer.from(v.buf.subarray(o + DnsEvent.data, o + DnsEvent.data + len));
+      records.push({ kind: 'dns', pid: v.u32[(o + Header.pid) >>> 2] as number, tsSec: headerSec(v, o), tsNsec: headerNsec(v, o), netns: v.u32[(o + DnsEvent.netns) >>> 2] as number, payload });
+    } else if (type === EventType.sweepEnd)
       records.push({ kind: 'sweep', pid: 0, tsSec: headerSec(v, o), tsNsec: headerNsec(v, o), seq: u64(v, o + SweepEvent.seq) });
     else records.push(decodeTask(v, o, type === EventType.exit ? 'exit' : 'fork'));
   }

@@ -21,6 +21,7 @@ export const EventType = {
   tcpUnlisten: 22,
   udpUpdate: 32,
   sweepEnd: 48,
+  dns: 64,
 } as const;
 
 export const Direction = { unknown: 0, outbound: 1, inbound: 2, listen: 3 } as const;
@@ -32,7 +33,7 @@ export const ConnFlag = { ownerKnown: 1 << 0, startSeen: 1 << 1, existing: 1 << 
  * enum convis_stat: indexes of the kernel's per-CPU drop counters; the
  * addon appends the sweeps run and the sweeps that failed after `max`.
  */
-export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, udpFull: 3, rbDropUpdate: 4, max: 8 } as const;
+export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, udpFull: 3, rbDropUpdate: 4, rbDropDns: 5, max: 8 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -100,12 +101,16 @@ export const ConnEvent = {
 /** struct convis_sweep_event */
 export const SweepEvent = { size: 24, seq: 16 } as const;
 
+/** struct convis_dns_event */
+export const DnsEvent = { size: 536, netns: 16, len: 20, data: 24, max: 512 } as const;
+
 export interface NativeSizes {
   header: number;
   taskEvent: number;
   execEvent: number;
   connEvent: number;
   sweepEvent: number;
+  dnsEvent: number;
 }
 
 /** Throws when the compiled addon's struct sizes differ from this mirror. */
@@ -116,6 +121,7 @@ export function assertLayout(sizes: NativeSizes): void {
     execEvent: ExecEvent.size,
     connEvent: ConnEvent.size,
     sweepEvent: SweepEvent.size,
+    dnsEvent: DnsEvent.size,
   };
   for (const key of Object.keys(want) as (keyof NativeSizes)[]) {
     if (sizes[key] !== want[key]) {

@@ -10,6 +10,7 @@ import { Registry } from '../aggregate/registry.js';
 import { CgroupIndex, findCgroup2Root } from '../metadata/cgroup-index.js';
 import { Containers } from '../metadata/containers.js';
 import { Enricher } from '../metadata/enrich.js';
+import { DnsNames } from '../metadata/dns.js';
 import { netnsPaths } from '../metadata/netns.js';
 import { openRuntimes } from '../metadata/runtimes.js';
 import { KindCounts } from '../pipeline/kind-counts.js';
@@ -102,7 +103,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       const c = containers?.stats();
       return {
         events: counts.get(),
-        lost: { connection: t?.lostConnEvents ?? 0, process: t?.lostProcEvents ?? 0 },
+        lost: { connection: t?.lostConnEvents ?? 0, process: t?.lostProcEvents ?? 0, dns: t?.lostDnsAnswers ?? 0 },
         untrackedSockets: t?.untrackedSockets ?? 0,
         uncountedDatagrams: t?.uncountedDatagrams ?? 0,
         deferredUpdates: t?.deferredUpdates ?? 0,
@@ -151,7 +152,8 @@ async function run(config: Config, log: Logger): Promise<number> {
     log,
     ...(cgroupPath ? { cgroups: new CgroupIndex({ root: cgroupPath }) } : {}),
   });
-  const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset });
+  const dns = new DnsNames();
+  const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset, dns });
   const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
   // SIGHUP reloads the policy; one that does not load leaves the old one in force
   const reload = () => {
@@ -227,6 +229,8 @@ async function run(config: Config, log: Logger): Promise<number> {
     malformed: s.malformed,
     processes: processes.stats(),
     containers: containers.stats(),
+    dns: dns.stats(),
+    lost_dns_answers: s.lostDnsAnswers,
     pipeline: pipeline.stats(),
     ...(flows ? { flows: flows.size, flows_folded: flows.folded } : {}),
     ...(policy ? { alerts: policy.alerts } : {}),

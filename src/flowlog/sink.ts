@@ -80,6 +80,7 @@ interface Row {
   localPort: number;
   remote: Buffer;
   remotePort: number;
+  remoteName: string | null;
   servicePort: number;
   remotePod: string | null;
   remoteNamespace: string | null;
@@ -123,12 +124,12 @@ export class FlowLogSink implements Sink {
     this.log = log;
     this.db = openForWriting(o.path);
     this.insert = this.db.prepare(`INSERT INTO connections (run, conn_id, workload, proto, direction, first_seen, last_seen, closed,
-      existing, local_ip, local_port, remote, remote_port, service_port, remote_pod, remote_namespace, bytes_sent, bytes_received,
-      datagrams_sent, datagrams_received, retransmits, duration_ms, error, alert_rule, alert_time)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      existing, local_ip, local_port, remote, remote_port, remote_name, service_port, remote_pod, remote_namespace, bytes_sent,
+      bytes_received, datagrams_sent, datagrams_received, retransmits, duration_ms, error, alert_rule, alert_time)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.update = this.db.prepare(`UPDATE connections SET last_seen = ?, closed = ?, bytes_sent = ?, bytes_received = ?,
       datagrams_sent = ?, datagrams_received = ?, retransmits = ?, duration_ms = ?, error = ?, alert_rule = ?, alert_time = ?,
-      workload = ? WHERE id = ?`);
+      workload = ?, remote_name = ? WHERE id = ?`);
     this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.flushTimer = setInterval(() => this.flush(), FLUSH_MS);
@@ -188,6 +189,7 @@ export class FlowLogSink implements Sink {
       localPort: e.local.port,
       remote: this.addressOf(e.remote?.ip ?? ''),
       remotePort: e.remote?.port ?? 0,
+      remoteName: e.remote?.name ?? null,
       servicePort: servicePort(e),
       remotePod: e.remotePod?.name ?? null,
       remoteNamespace: e.remotePod?.namespace ?? null,
@@ -245,6 +247,7 @@ export class FlowLogSink implements Sink {
     const r = this.rowOf(e);
     r.last = Math.max(r.last, ms(e));
     // an owner named later (an io_uring accept) fills in the process
+    if (r.remoteName === null && e.remote?.name !== undefined) r.remoteName = e.remote.name;
     if (!r.owned && e.process) {
       r.workload = this.workloadOf(e);
       r.owned = true;
@@ -298,14 +301,14 @@ export class FlowLogSink implements Sink {
             r.id = Number(
               this.insert.run(
                 this.run, r.connId, r.workload, r.proto, r.direction, r.first, r.last, r.closed ? 1 : 0, r.existing ? 1 : 0, r.localIp,
-                r.localPort, r.remote, r.remotePort, r.servicePort, r.remotePod, r.remoteNamespace, r.bytesSent, r.bytesReceived,
+                r.localPort, r.remote, r.remotePort, r.remoteName, r.servicePort, r.remotePod, r.remoteNamespace, r.bytesSent, r.bytesReceived,
                 r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs, r.error, r.alertRule, r.alertTime,
               ).lastInsertRowid,
             );
           } else {
             this.update.run(
               r.last, r.closed ? 1 : 0, r.bytesSent, r.bytesReceived, r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs,
-              r.error, r.alertRule, r.alertTime, r.workload, r.id,
+              r.error, r.alertRule, r.alertTime, r.workload, r.remoteName, r.id,
             );
           }
         }

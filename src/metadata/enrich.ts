@@ -13,6 +13,7 @@ import type { ContainerInfo, PodSandbox } from './container.js';
 import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from './event.js';
 import type { ProcessCache } from './process-cache.js';
 import { NS_PER_SEC, type ClockOffset } from '../util/time.js';
+import type { DnsNames } from './dns.js';
 
 const ERRNO_NAMES = new Map<number, string>();
 // where two names share a number (EAGAIN/EWOULDBLOCK), the first listed is the canonical one
@@ -29,6 +30,8 @@ export interface EnricherOptions {
   node: string;
   /** CLOCK_REALTIME − CLOCK_MONOTONIC: turns record times into epoch times */
   clockOffset: ClockOffset;
+  /** names of remote addresses, learnt from DNS answers */
+  dns?: DnsNames;
   now?: () => number;
 }
 
@@ -50,6 +53,8 @@ export interface IngestedBatch {
   processes: (ProcessDetails | null)[];
   /** from the process's cgroups; undefined: not known, look at the socket's cgroup */
   containers: (ContainerRef | null | undefined)[];
+  /** the remote address's DNS name when the record came, if known */
+  names: (string | undefined)[];
   /** container ids the batch mentions */
   refs: Map<string, ContainerRef>;
   /** socket cgroup ids the cgroup index does not know yet */
@@ -169,7 +174,8 @@ export class Enricher {
 
   /** Feeds process records to the cache and takes each connection's owner, in kernel order. */
   ingest(records: readonly KernelRecord[]): IngestedBatch {
-    const batch: IngestedBatch = { recs: [], processes: [], containers: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
+    const batch: IngestedBatch = { recs: [], processes: [], containers: [], names: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
+    const dns = this.o.dns;
     const { processes, containers } = this.o;
     for (const r of records) {
       switch (r.kind) {
@@ -185,6 +191,9 @@ export class Enricher {
           break;
         case 'sweep':
           break;
+        case 'dns':
+          dns?.learn(r.netns, r.payload, this.now());
+          break;
         default: {
           const owned = r.ownerKnown && r.pid !== 0;
           const process = owned ? processes.get(r.pid, r) : null;
@@ -197,6 +206,8 @@ export class Enricher {
           batch.recs.push(r);
           batch.processes.push(process);
           batch.containers.push(container);
+          // looked up now: the answer that named it came before it, in kernel order
+          batch.names.push(dns && r.kind !== 'listen' && r.kind !== 'unlisten' ? dns.nameOf(r.netns, r.remoteIp, this.now()) : undefined);
         }
       }
     }
@@ -205,10 +216,10 @@ export class Enricher {
 
   /** Builds the events with whatever the container cache knows now. */
   finish(batch: IngestedBatch): ConnectionEvent[] {
-    const { recs, processes, containers } = batch;
+    const { recs, processes, containers, names } = batch;
     const n = recs.length;
     const out: ConnectionEvent[] = [];
-    for (let i = 0; i < n; i++) out.push(this.event(recs[i] as ConnRecord, processes[i] ?? null, containers[i]));
+    for (let i = 0; i < n; i++) out.push(this.event(recs[i] as ConnRecord, processes[i] ?? null, containers[i], names[i]));
     return out;
   }
 
@@ -236,7 +247,7 @@ export class Enricher {
     return p;
   }
 
-  private event(r: ConnRecord, process: ProcessDetails | null, container: ContainerRef | null | undefined): ConnectionEvent {
+  private event(r: ConnRecord, process: ProcessDetails | null, container: ContainerRef | null | undefined, name: string | undefined): ConnectionEvent {
     const { containers } = this.o;
     // the index may have learnt the socket's cgroup since ingest()
     const ref = container === undefined ? containers.refOfCgroup(r.cgroupId) : container;
@@ -256,7 +267,7 @@ export class Enricher {
       r.proto,
       r.direction === 'inbound' || r.direction === 'listen' ? 'inbound' : 'outbound',
       { ip: r.localIp, port: r.localPort },
-      listener ? null : { ip: r.remoteIp, port: r.remotePort },
+      listener ? null : name === undefined ? { ip: r.remoteIp, port: r.remotePort } : { ip: r.remoteIp, port: r.remotePort, name },
       // shared with the cache, not copied: sinks treat events as read-only
       process,
       d.container,

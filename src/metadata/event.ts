@@ -8,6 +8,8 @@ import type { ProcessInfo } from './proc.js';
 export interface Endpoint {
   ip: string;
   port: number;
+  /** remote only: the name it was resolved from, when a DNS answer on the node said so */
+  name?: string;
 }
 
 /** The process behind a connection: what the process cache knows (see proc.ts). */

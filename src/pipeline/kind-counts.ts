@@ -19,6 +19,7 @@ export class KindCounts {
   private exit = 0;
   private fork = 0;
   private sweep = 0;
+  private dns = 0;
 
   add(records: readonly KernelRecord[]): void {
     for (const r of records) {
@@ -56,6 +57,9 @@ export class KindCounts {
         case 'sweep':
           this.sweep++;
           break;
+        case 'dns':
+          this.dns++;
+          break;
       }
     }
   }
@@ -74,6 +78,7 @@ export class KindCounts {
       exit: this.exit,
       fork: this.fork,
       sweep: this.sweep,
+      dns: this.dns,
     };
   }
 }

@@ -13,7 +13,9 @@
  * `/` included; `[...]` a class), all given keys having to match; an empty
  * or absent `select` selects everything. A connection of a selected
  * workload is permitted when an `allow` entry of any rule that selects it
- * matches its remote address (`cidr`, IPv4 or IPv6), its service port
+ * matches its remote address (`cidr`, IPv4 or IPv6), the name that address
+ * was resolved from (`domain`, a glob; known from the DNS answers the node
+ * received), its service port
  * (`ports`: the remote port of an outbound connection, the local one of an
  * inbound one; numbers or "low-high" ranges; any when absent) and its
  * direction (`outbound` or `inbound`; both when absent). Anything else is a
@@ -37,7 +39,10 @@ const ALLOW_KEYS = ['cidr', 'ports', 'direction', 'domain'];
 type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 interface Allow {
-  cidr: Cidr;
+  /** undefined: any address (a domain entry) */
+  cidr?: Cidr;
+  /** the remote's DNS name must match (known from the answers the node received) */
+  domain?: (name: string) => boolean;
   /** inclusive ranges; undefined: any port */
   ports?: [number, number][];
   direction?: 'outbound' | 'inbound';
@@ -133,8 +138,14 @@ function selects(rule: Rule, e: ConnectionEvent): boolean {
 
 function permits(a: Allow, e: ConnectionEvent, remote: ipaddr.IPv4 | ipaddr.IPv6 | undefined, port: number): boolean {
   if (a.direction !== undefined && a.direction !== e.direction) return false;
-  if (remote === undefined || remote.kind() !== a.cidr[0].kind()) return false;
-  if (!remote.match(a.cidr)) return false;
+  if (a.domain !== undefined) {
+    const name = e.remote?.name;
+    if (name === undefined || !a.domain(name)) return false;
+  }
+  if (a.cidr !== undefined) {
+    if (remote === undefined || remote.kind() !== a.cidr[0].kind()) return false;
+    if (!remote.match(a.cidr)) return false;
+  }
   return a.ports === undefined || a.ports.some(([lo, hi]) => port >= lo && port <= hi);
 }
 
@@ -181,13 +192,20 @@ function compile(doc: Document, fail: Fail): Rule[] {
     const allow = (r.allow as unknown[]).map((entry, j): Allow => {
       const ap = [...path, 'allow', j];
       const where = at(ap);
-      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(where, `rule "${name}": allow entry ${j + 1} must be a mapping with cidr`);
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(where, `rule "${name}": allow entry ${j + 1} must be a mapping with a cidr or a domain`);
       const a = entry as Record<string, unknown>;
-      for (const k of Object.keys(a)) if (!ALLOW_KEYS.includes(k)) fail(at([...ap, k]) ?? where, `rule "${name}": unknown allow key "${k}" (known: cidr, ports, direction)`);
-      if (a.domain !== undefined) fail(at([...ap, 'domain']) ?? where, `rule "${name}": domain needs DNS names on connections, which this convis does not have yet; use cidr`);
-      // ipaddr also takes "10.1/8"-style shorthands; only the usual forms are accepted
-      if (typeof a.cidr !== 'string' || isIP(a.cidr.slice(0, a.cidr.indexOf('/'))) === 0 || !ipaddr.isValidCIDR(a.cidr)) fail(at([...ap, 'cidr']) ?? where, `rule "${name}": cidr must be an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/8, not ${JSON.stringify(a.cidr ?? null)}`);
-      const out: Allow = { cidr: ipaddr.parseCIDR(a.cidr) };
+      for (const k of Object.keys(a)) if (!ALLOW_KEYS.includes(k)) fail(at([...ap, k]) ?? where, `rule "${name}": unknown allow key "${k}" (known: ${ALLOW_KEYS.join(', ')})`);
+      if (a.cidr === undefined && a.domain === undefined) fail(where, `rule "${name}": allow entry ${j + 1} needs a cidr or a domain`);
+      const out: Allow = {};
+      if (a.cidr !== undefined) {
+        // ipaddr also takes "10.1/8"-style shorthands; only the usual forms are accepted
+        if (typeof a.cidr !== 'string' || isIP(a.cidr.slice(0, a.cidr.indexOf('/'))) === 0 || !ipaddr.isValidCIDR(a.cidr)) fail(at([...ap, 'cidr']) ?? where, `rule "${name}": cidr must be an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/8, not ${JSON.stringify(a.cidr ?? null)}`);
+        out.cidr = ipaddr.parseCIDR(a.cidr);
+      }
+      if (a.domain !== undefined) {
+        if (typeof a.domain !== 'string' || a.domain.trim() === '') fail(at([...ap, 'domain']) ?? where, `rule "${name}": domain must be a name glob such as "*.example.com"`);
+        out.domain = picomatch(a.domain.toLowerCase().replace(/\.$/, ''), { bash: true, dot: true, nocase: true });
+      }
       if (a.ports !== undefined) out.ports = parsePorts(a.ports, (problem) => fail(at([...ap, 'ports']) ?? where, `rule "${name}": ${problem}`));
       if (a.direction !== undefined) {
         if (a.direction !== 'outbound' && a.direction !== 'inbound') fail(at([...ap, 'direction']) ?? where, `rule "${name}": direction must be outbound or inbound, not ${JSON.stringify(a.direction)}`);

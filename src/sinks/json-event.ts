@@ -94,6 +94,7 @@ const F_DATAGRAMS_SENT = utf8(',"datagrams_sent":');
 const F_DATAGRAMS_RECEIVED = utf8(',"datagrams_received":');
 const F_EXISTING = utf8(',"existing":true');
 const F_RULE = utf8(',"rule":');
+const F_NAME = utf8(',"name":');
 const F_TRIGGER = utf8(',"trigger":');
 const F_REMOTE_NULL = utf8('},"remote":null');
 
@@ -228,6 +229,10 @@ export function writeJsonEvent(w: ByteWriter, e: ConnectionEvent): void {
   if (e.remote) {
     w.bytes(ipBytes(remoteIps, e.remote.ip, '},"remote":{"ip":"'));
     w.uint(e.remote.port);
+    if (e.remote.name !== undefined) {
+      w.bytes(F_NAME);
+      w.utf8(JSON.stringify(e.remote.name));
+    }
     w.bytes(block.bytes);
   } else {
     w.bytes(F_REMOTE_NULL);

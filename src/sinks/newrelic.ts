@@ -184,6 +184,7 @@ export const NEW_RELIC_ATTRIBUTES = {
   'local.port': { type: 'number', description: 'its port' },
   'remote.ip': { type: 'string', description: 'the peer (absent on listen and unlisten)' },
   'remote.port': { type: 'number', description: 'its port' },
+  'remote.name': { type: 'string', description: 'the name the remote address was resolved from, when a DNS answer on the node said so' },
   'process.pid': { type: 'number', description: 'host pid of the process behind the socket; process.* absent when no process ever owned it' },
   'process.ppid': { type: 'number', description: 'its parent\'s pid' },
   'process.uid': { type: 'number', description: 'its user id' },
@@ -257,6 +258,7 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
   set('local.port', e.local.port);
   set('remote.ip', e.remote?.ip);
   set('remote.port', e.remote?.port);
+  set('remote.name', e.remote?.name);
   const p = e.process;
   if (p) {
     set('process.pid', p.pid);

@@ -50,7 +50,7 @@ const shorten = (cmd: string) => (cmd.length > TEXT_CMD_MAX ? `${cmd.slice(0, TE
 export function toTextLine(e: ConnectionEvent): string {
   const arrow = e.direction === 'outbound' ? '->' : '<-';
   let line = `${rfc3339(e.timeSec, e.timeNsec)} ${e.event.padEnd(14)} ${e.proto} ${hostPort(e.local)}`;
-  if (e.remote) line += ` ${arrow} ${hostPort(e.remote)}`;
+  if (e.remote) line += ` ${arrow} ${hostPort(e.remote)}${e.remote.name !== undefined ? ` (${textWord(e.remote.name)})` : ''}`;
   line += whoText(e);
   if (e.existing) line += ' existing';
   if (e.event === 'close') {
@@ -143,6 +143,7 @@ export function writeTextLine(w: ByteWriter, e: ConnectionEvent): void {
   if (e.remote) {
     w.bytes(e.direction === 'outbound' ? T_ARROW_OUT : T_ARROW_IN);
     writeEndpoint(w, e.remote);
+    if (e.remote.name !== undefined) w.utf8(` (${textWord(e.remote.name)})`);
   }
   const parts = textParts.get(e);
   w.bytes(parts.who);

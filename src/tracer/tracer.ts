@@ -39,6 +39,8 @@ export interface TracerStats {
   uncountedDatagrams: number;
   /** updates the ring buffer could not take (their bytes go with the next sweep's) */
   deferredUpdates: number;
+  /** DNS answers the ring buffer could not take (their names stay unknown) */
+  lostDnsAnswers: number;
   sweeps: number;
   sweepErrors: number;
 }
@@ -173,6 +175,7 @@ export class Tracer {
       untrackedSockets: k[KernelStat.socksFull] ?? 0,
       uncountedDatagrams: k[KernelStat.udpFull] ?? 0,
       deferredUpdates: k[KernelStat.rbDropUpdate] ?? 0,
+      lostDnsAnswers: k[KernelStat.rbDropDns] ?? 0,
       sweeps: k[KernelStat.max] ?? 0,
       sweepErrors: k[KernelStat.max + 1] ?? 0,
     };

@@ -227,6 +227,7 @@ describe('toNewRelicEvent', () => {
       ev('update', udpUpdate),
       ev('accept', { existing: true, bytesSent: 1, bytesReceived: 2 }),
       ev('alert', { rule: 'web-egress', trigger: 'connect' }),
+      ev('connect', { remote: { ip: '203.0.113.7', port: 443, name: 'api.example.com' } }),
     ];
     const emitted = new Set(full.flatMap((e) => Object.keys(toNewRelicEvent(e))));
     assert.deepEqual([...emitted].sort(), Object.keys(NEW_RELIC_ATTRIBUTES).sort());

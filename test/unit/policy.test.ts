@@ -47,7 +47,8 @@ describe('Policy.parse', () => {
     ['an unknown select key', 'rules:\n  - name: a\n    select:\n      user: root\n    allow: []\n', /^policy p\.yaml:4: rule "a": unknown select key "user"/],
     ['no allow list', 'rules:\n  - name: a\n', /^policy p\.yaml:2: rule "a": allow must be a list/],
     ['a name twice', 'rules:\n  - { name: a, allow: [] }\n  - { name: a, allow: [] }\n', /^policy p\.yaml:3: rule name "a" is used twice$/],
-    ['domain before DNS names', 'rules:\n  - name: a\n    allow:\n      - { domain: "*.example.com" }\n', /^policy p\.yaml:4: rule "a": domain needs DNS names/],
+    ['neither cidr nor domain', 'rules:\n  - name: a\n    allow:\n      - { ports: [80] }\n', /^policy p\.yaml:4: rule "a": allow entry 1 needs a cidr or a domain$/],
+    ['an empty domain', 'rules:\n  - name: a\n    allow:\n      - { domain: "" }\n', /^policy p\.yaml:4: rule "a": domain must be a name glob/],
   ];
   for (const [name, text, want] of bad) {
     test(`${name}: one line naming the file and the line`, () => {
