@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Agent, convisBin, skipReasonLoudly, sleep, startPeer } from '../helpers/agent.js';
@@ -59,6 +60,24 @@ describe('flow log', { skip }, () => {
     assert.deepEqual(top.map((x) => [x.remote, x.bytes]), [['127.0.0.1', 2 * 301_000], ['::1', 2 * 2010]]);
     const byConn = query(db, '--top', 'process', '--by', 'connections', '--process', 'convis-peer');
     assert.deepEqual(byConn.map((x) => [x.process, x.connections]), [['convis-peer', 4]]);
+  });
+
+  test('convis query on a missing or damaged log: one line, exit 1; a bad flag: one line, exit 2', () => {
+    const dir = tempDir('convis-flowlog-');
+    const junk = join(dir, 'junk.db');
+    writeFileSync(junk, 'not a database '.repeat(200));
+    for (const [db, status, line] of [
+      [join(dir, 'none.db'), 1, /^convis: query: .*none\.db: no such flow log\n$/],
+      [junk, 1, /^convis: query: .*junk\.db: not a flow log \(not an SQLite database, or damaged\)\n$/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [convisBin, 'query', '--db', db], { encoding: 'utf8' });
+      assert.equal(r.status, status, r.stderr);
+      assert.match(r.stderr, line);
+      assert.equal(r.stdout, '');
+    }
+    const bad = spawnSync(process.execPath, [convisBin, 'query', '--db', junk, '--top', 'users'], { encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /^convis: --top must be one of process, container, pod, remote, domain, not "users" \(see convis query --help\)\n$/);
   });
 
   test('after kill -9 the log opens and holds what was written up to the last second', async () => {
