@@ -60,15 +60,16 @@ CREATE TABLE IF NOT EXISTS connections (
   alert_rule TEXT,
   alert_time INTEGER
 );
--- convis query picks its index itself (see query.ts); each carries the columns
--- its queries filter and sum on, so they run inside the index:
--- newest first, for listings and time windows
+-- convis query picks its index itself (see query.ts). Writes pay for every
+-- index, so each is as narrow as its queries allow: one carries every
+-- column the filters and sums need, newest first, which listings walk until
+-- --limit matches and filtered rankings scan without touching the rows; two
+-- narrow ones let rankings of the whole log (by remote, by workload) read
+-- their groups in order.
 CREATE INDEX IF NOT EXISTS connections_time ON connections
-  (first_seen, last_seen, remote, local_port, remote_port, workload, alert_rule, bytes_sent, bytes_received);
--- by remote address, for an address or a prefix, and --top remote
-CREATE INDEX IF NOT EXISTS connections_remote ON connections (remote, first_seen, last_seen, bytes_sent, bytes_received);
--- by workload, for --top process, container and pod
-CREATE INDEX IF NOT EXISTS connections_workload ON connections (workload, first_seen, last_seen, bytes_sent, bytes_received);
+  (first_seen, last_seen, remote, local_port, remote_port, workload, alert_rule, bytes_sent, bytes_received, remote_name);
+CREATE INDEX IF NOT EXISTS connections_remote ON connections (remote, bytes_sent, bytes_received);
+CREATE INDEX IF NOT EXISTS connections_workload ON connections (workload, bytes_sent, bytes_received);
 CREATE INDEX IF NOT EXISTS connections_alerts ON connections (alert_rule, first_seen) WHERE alert_rule IS NOT NULL;
 `;
 

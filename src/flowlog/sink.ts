@@ -114,6 +114,8 @@ export class FlowLogSink implements Sink {
   private readonly insertWorkload: Statement;
   private readonly workloads = new Map<string, number>();
   private readonly addresses = new Map<string, Buffer>();
+  /** workloads by process object, checked against the key map (which a prune clears) */
+  private readonly byProcess = new WeakMap<object, { container: unknown; pod: unknown; node: string; key: string; id: number }>();
   private readonly flushTimer: NodeJS.Timeout;
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly counters = { sent: 0, dropped: 0, failed: 0 };
@@ -231,6 +233,11 @@ export class FlowLogSink implements Sink {
   private workloadOf(e: ConnectionEvent): number {
     const p = e.process;
     const c = e.container;
+    // the process cache hands out the same objects while nothing changed: no key string to build
+    if (p !== null) {
+      const hit = this.byProcess.get(p);
+      if (hit !== undefined && hit.container === c && hit.pod === e.pod && hit.node === e.node && this.workloads.get(hit.key) === hit.id) return hit.id;
+    }
     const values = [e.node, p?.pid ?? null, p?.comm ?? null, p?.cmd ?? null, c?.id ?? null, c?.name ?? null, c?.image ?? null, e.pod?.name ?? null, e.pod?.namespace ?? null];
     const key = values.join('\0');
     let id = this.workloads.get(key);
@@ -239,6 +246,7 @@ export class FlowLogSink implements Sink {
       id = Number(this.insertWorkload.run(...values).lastInsertRowid);
       this.workloads.set(key, id);
     }
+    if (p !== null) this.byProcess.set(p, { container: c, pod: e.pod, node: e.node, key, id });
     return id;
   }
 
