@@ -12,6 +12,7 @@
  * then counted it).
  */
 import type { ConnectionEvent } from '../metadata/event.js';
+import { PerProcess } from '../metadata/per-process.js';
 
 /** The labels of one flow, in the order they are exposed. */
 export const FLOW_LABELS = [
@@ -106,7 +107,7 @@ function localKey(e: ConnectionEvent): string {
  */
 type LocalFlows = Map<string, Map<number, Flow>>;
 
-/** What a process object last mapped to, valid while its container, pod and node stay the same objects. */
+/** What a process object maps to, valid while its container, pod and node stay the same objects. */
 interface ProcessLocal {
   container: ConnectionEvent['container'];
   pod: ConnectionEvent['pod'];
@@ -136,8 +137,19 @@ export class FlowTable {
    * protocol. A flow found there whose remote pod differs (a pod IP that
    * moved to another pod) is looked up by its full key in \`others\`.
    */
-  private readonly byProcess = new WeakMap<object, ProcessLocal>();
   private readonly locals = new Map<string, LocalFlows>();
+  private readonly byProcess = new PerProcess<ProcessLocal>(
+    (kept, e) => kept.container === e.container && kept.pod === e.pod && kept.node === e.node,
+    (e) => {
+      const key = localKey(e);
+      let flows = this.locals.get(key);
+      if (flows === undefined) {
+        flows = new Map();
+        this.locals.set(key, flows);
+      }
+      return { container: e.container, pod: e.pod, node: e.node, flows };
+    },
+  );
   private readonly others = new Map<string, Flow>();
   private readonly overflow = new Map<string, Flow>();
   private readonly maxFlows: number;
@@ -192,24 +204,8 @@ export class FlowTable {
     return this.list.length;
   }
 
-  private localFlows(e: ConnectionEvent): LocalFlows {
-    const p = e.process;
-    if (p !== null) {
-      const hit = this.byProcess.get(p);
-      if (hit !== undefined && hit.container === e.container && hit.pod === e.pod && hit.node === e.node) return hit.flows;
-    }
-    const key = localKey(e);
-    let flows = this.locals.get(key);
-    if (flows === undefined) {
-      flows = new Map();
-      this.locals.set(key, flows);
-    }
-    if (p !== null) this.byProcess.set(p, { container: e.container, pod: e.pod, node: e.node, flows });
-    return flows;
-  }
-
   private flowOf(e: ConnectionEvent): Flow {
-    const local = this.localFlows(e);
+    const local = this.byProcess.get(e).flows;
     const ip = e.remote?.ip ?? '';
     let byPort = local.get(ip);
     if (byPort === undefined) {

@@ -18,6 +18,7 @@ import { servicePort } from '../policy/policy.js';
 import type { Sink, SinkStats } from '../sinks/sink.js';
 import type { Logger } from '../util/log.js';
 import { addressBytes, openForWriting, type DB } from './db.js';
+import { PerProcess } from '../metadata/per-process.js';
 
 export interface FlowLogOptions {
   path: string;
@@ -112,10 +113,15 @@ export class FlowLogSink implements Sink {
   private readonly insert: Statement;
   private readonly update: Statement;
   private readonly insertWorkload: Statement;
+  /** workloads rows by their values joined; cleared when it is full or a prune may have deleted rows */
   private readonly workloads = new Map<string, number>();
+  /** bumped at each clear of `workloads`: ids kept per process from before are stale */
+  private workloadsGeneration = 0;
+  private readonly byProcess = new PerProcess<{ container: unknown; pod: unknown; node: string; generation: number; id: number }>(
+    (kept, e) => kept.container === e.container && kept.pod === e.pod && kept.node === e.node && kept.generation === this.workloadsGeneration,
+    (e) => ({ container: e.container, pod: e.pod, node: e.node, generation: this.workloadsGeneration, id: this.workloadRow(e) }),
+  );
   private readonly addresses = new Map<string, Buffer>();
-  /** workloads by process object, checked against the key map (which a prune clears) */
-  private readonly byProcess = new WeakMap<object, { container: unknown; pod: unknown; node: string; key: string; id: number }>();
   private readonly flushTimer: NodeJS.Timeout;
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly counters = { sent: 0, dropped: 0, failed: 0 };
@@ -226,36 +232,37 @@ export class FlowLogSink implements Sink {
     return b;
   }
 
-  /**
-   * The workloads row of an event's process, container and pod (written at
-   * once: connections rows refer to it).
-   */
+  /** The workloads row of an event's process, container and pod. */
   private workloadOf(e: ConnectionEvent): number {
+    return this.byProcess.get(e).id;
+  }
+
+  /** Finds or writes (at once: connections rows refer to it) the workloads row of an event's process, container and pod. */
+  private workloadRow(e: ConnectionEvent): number {
     const p = e.process;
     const c = e.container;
-    // the process cache hands out the same objects while nothing changed: no key string to build
-    if (p !== null) {
-      const hit = this.byProcess.get(p);
-      if (hit !== undefined && hit.container === c && hit.pod === e.pod && hit.node === e.node && this.workloads.get(hit.key) === hit.id) return hit.id;
-    }
     const values = [e.node, p?.pid ?? null, p?.comm ?? null, p?.cmd ?? null, c?.id ?? null, c?.name ?? null, c?.image ?? null, e.pod?.name ?? null, e.pod?.namespace ?? null];
     const key = values.join('\0');
     let id = this.workloads.get(key);
     if (id === undefined) {
-      if (this.workloads.size >= MAX_WORKLOADS) this.workloads.clear();
+      if (this.workloads.size >= MAX_WORKLOADS) this.clearWorkloads();
       id = Number(this.insertWorkload.run(...values).lastInsertRowid);
       this.workloads.set(key, id);
     }
-    if (p !== null) this.byProcess.set(p, { container: c, pod: e.pod, node: e.node, key, id });
     return id;
+  }
+
+  private clearWorkloads(): void {
+    this.workloads.clear();
+    this.workloadsGeneration++;
   }
 
   /** Folds one event into its connection's row. */
   private fold(e: ConnectionEvent): void {
     const r = this.rowOf(e);
     r.last = Math.max(r.last, ms(e));
-    // an owner named later (an io_uring accept) fills in the process
     if (r.remoteName === null && e.remote?.name !== undefined) r.remoteName = e.remote.name;
+    // an owner named later (an io_uring accept) fills in the process
     if (!r.owned && e.process) {
       r.workload = this.workloadOf(e);
       r.owned = true;
@@ -361,7 +368,7 @@ export class FlowLogSink implements Sink {
       if (deleted > 0) {
         orphans.run();
         // their ids may be gone: workloads are written again as they come
-        this.workloads.clear();
+        this.clearWorkloads();
       }
       this.db.pragma('incremental_vacuum');
       this.analyze();

@@ -23,6 +23,8 @@ export interface DnsNamesStats {
 interface Entry {
   name: string;
   expiresMs: number;
+  netns: number;
+  ip: string;
 }
 
 /** An address as events write it (the decoder's own formatting of its bytes). */
@@ -34,8 +36,10 @@ function canonical(ip: string): string | undefined {
 }
 
 export class DnsNames {
-  /** netns -> address -> name; one Map for all, keyed "netns/address", in insertion order */
-  private readonly entries = new Map<string, Entry>();
+  /** netns -> address -> name: looked up per connection, so no key string is built */
+  private readonly byNetns = new Map<number, Map<string, Entry>>();
+  /** every entry, oldest first, for the bound */
+  private readonly order = new Set<Entry>();
   private readonly maxEntries: number;
   private readonly counters = { answers: 0, malformed: 0, evicted: 0 };
 
@@ -77,11 +81,18 @@ export class DnsNames {
       const name = standsFor.get(a.name.toLowerCase());
       const ip = canonical(String(a.data));
       if (name === undefined || ip === undefined) continue;
-      const key = `${netns}/${ip}`;
-      this.entries.delete(key);
-      this.entries.set(key, { name, expiresMs: nowMs + Math.max(1, a.ttl ?? 0) * 1000 });
-      if (this.entries.size > this.maxEntries) {
-        this.entries.delete(this.entries.keys().next().value as string);
+      let addresses = this.byNetns.get(netns);
+      if (addresses === undefined) {
+        addresses = new Map();
+        this.byNetns.set(netns, addresses);
+      }
+      const old = addresses.get(ip);
+      if (old !== undefined) this.order.delete(old);
+      const entry: Entry = { name, expiresMs: nowMs + Math.max(1, a.ttl ?? 0) * 1000, netns, ip };
+      addresses.set(ip, entry);
+      this.order.add(entry);
+      if (this.order.size > this.maxEntries) {
+        this.forget(this.order.values().next().value as Entry);
         this.counters.evicted++;
       }
     }
@@ -89,17 +100,23 @@ export class DnsNames {
 
   /** The name `ip` was resolved from in `netns`, while its TTL lasts. */
   nameOf(netns: number, ip: string, nowMs: number): string | undefined {
-    if (this.entries.size === 0) return undefined;
-    const e = this.entries.get(`${netns}/${ip}`);
+    const e = this.byNetns.get(netns)?.get(ip);
     if (e === undefined) return undefined;
     if (e.expiresMs < nowMs) {
-      this.entries.delete(`${netns}/${ip}`);
+      this.forget(e);
       return undefined;
     }
     return e.name;
   }
 
+  private forget(e: Entry): void {
+    this.order.delete(e);
+    const addresses = this.byNetns.get(e.netns);
+    addresses?.delete(e.ip);
+    if (addresses?.size === 0) this.byNetns.delete(e.netns);
+  }
+
   stats(): DnsNamesStats {
-    return { ...this.counters, size: this.entries.size };
+    return { ...this.counters, size: this.order.size };
   }
 }

@@ -176,6 +176,7 @@ export class Enricher {
   ingest(records: readonly KernelRecord[]): IngestedBatch {
     const batch: IngestedBatch = { recs: [], processes: [], containers: [], names: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
     const dns = this.o.dns;
+    const now = this.now();
     const { processes, containers } = this.o;
     for (const r of records) {
       switch (r.kind) {
@@ -187,12 +188,12 @@ export class Enricher {
           processes.onFork(r);
           break;
         case 'exit':
-          processes.onExit(r, this.now());
+          processes.onExit(r, now);
           break;
         case 'sweep':
           break;
         case 'dns':
-          dns?.learn(r.netns, r.payload, this.now());
+          dns?.learn(r.netns, r.payload, now);
           break;
         default: {
           const owned = r.ownerKnown && r.pid !== 0;
@@ -207,7 +208,7 @@ export class Enricher {
           batch.processes.push(process);
           batch.containers.push(container);
           // looked up now: the answer that named it came before it, in kernel order
-          batch.names.push(dns && r.kind !== 'listen' && r.kind !== 'unlisten' ? dns.nameOf(r.netns, r.remoteIp, this.now()) : undefined);
+          batch.names.push(dns && r.kind !== 'listen' && r.kind !== 'unlisten' ? dns.nameOf(r.netns, r.remoteIp, now) : undefined);
         }
       }
     }

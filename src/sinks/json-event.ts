@@ -12,7 +12,8 @@
 import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from '../metadata/event.js';
 import type { ByteWriter } from '../util/byte-writer.js';
 import { rfc3339 } from '../util/time.js';
-import { Fragments, PerProcess, SecondHead } from './line-parts.js';
+import { PerProcess } from '../metadata/per-process.js';
+import { Fragments, SecondHead } from './line-parts.js';
 
 /** The documented JSON object for one event (snake_case keys). */
 export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {

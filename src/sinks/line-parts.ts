@@ -2,33 +2,7 @@
  * Caches the line writers of the stdout sink share: the bytes of what
  * repeats from one event to the next are made once and copied after that.
  */
-import type { ConnectionEvent, ProcessDetails } from '../metadata/event.js';
 import { secondPrefix } from '../util/time.js';
-
-/**
- * One value per process object (the process cache hands out the same object
- * while nothing changed), and one for events without a process; made again
- * when `fits` says the kept one no longer matches the event.
- */
-export class PerProcess<T> {
-  private readonly byProcess = new WeakMap<ProcessDetails, T>();
-  private orphan: T | undefined;
-
-  constructor(
-    private readonly fits: (kept: T, e: ConnectionEvent) => boolean,
-    private readonly make: (e: ConnectionEvent) => T,
-  ) {}
-
-  get(e: ConnectionEvent): T {
-    let t = e.process ? this.byProcess.get(e.process) : this.orphan;
-    if (t === undefined || !this.fits(t, e)) {
-      t = this.make(e);
-      if (e.process) this.byProcess.set(e.process, t);
-      else this.orphan = t;
-    }
-    return t;
-  }
-}
 
 /**
  * Bytes per combination of a few short keys (kind, protocol, direction),

@@ -7,7 +7,8 @@ import type { ConnectionEvent, Endpoint } from '../metadata/event.js';
 import { ByteWriter } from '../util/byte-writer.js';
 import { rfc3339 } from '../util/time.js';
 import { toJsonObject, writeJsonEvent } from './json-event.js';
-import { Fragments, PerProcess, SecondHead } from './line-parts.js';
+import { PerProcess } from '../metadata/per-process.js';
+import { Fragments, SecondHead } from './line-parts.js';
 import type { Sink, SinkStats } from './sink.js';
 
 export { toJsonObject };
