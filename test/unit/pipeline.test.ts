@@ -57,7 +57,7 @@ function conn(connId: number, cgroupId: number): ConnRecord {
   };
 }
 
-async function setup(maxWaiting?: number, indexFirst = true) {
+async function setup(maxWaiting?: number, indexFirst = true, maxBacklogRecords?: number) {
   // a socket whose cgroup is a docker container's, found through a real directory tree
   const root = tempDir('convis-pipe-');
   mkdirSync(join(root, 'docker', ID), { recursive: true });
@@ -70,7 +70,13 @@ async function setup(maxWaiting?: number, indexFirst = true) {
   const processes = new ProcessCache({ procRoot: join(repoRoot, 'test/fixtures/proc') });
   const enricher = new Enricher({ processes, containers, node: 'n', clockOffset: { sec: 0, nsec: 0 } });
   const sink = new Collect();
-  const pipeline = new Pipeline({ enricher, containers, sinks: [sink], ...(maxWaiting !== undefined ? { maxWaiting } : {}) });
+  const pipeline = new Pipeline({
+    enricher,
+    containers,
+    sinks: [sink],
+    ...(maxWaiting !== undefined ? { maxWaiting } : {}),
+    ...(maxBacklogRecords !== undefined ? { maxBacklogRecords } : {}),
+  });
   return { pipeline, sink, runtime, containerCg, hostCg, enricher, containers };
 }
 
@@ -85,7 +91,7 @@ test('a batch waiting for a lookup holds later batches back, and all arrive in o
   assert.deepEqual(sink.events.map((e) => e.connId), [1, 2]);
   assert.equal(sink.events[0]!.container?.name, 'web');
   assert.equal(sink.events[1]!.container, null);
-  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 0, queued: 0 });
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 0, released: 0, queued: 0, backlogRecords: 0 });
 });
 
 test('with the queue full, a batch goes on without waiting and is counted', async () => {
@@ -95,7 +101,26 @@ test('with the queue full, a batch goes on without waiting and is counted', asyn
   runtime.release();
   await pipeline.drain();
   assert.deepEqual(sink.events.map((e) => e.connId), [1, 2]);
-  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 1, queued: 0 });
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 1, released: 0, queued: 0, backlogRecords: 0 });
+});
+
+test('the backlog is bounded: past maxBacklogRecords it goes on at once, in order, without its lookups, and is counted', async () => {
+  const { pipeline, sink, runtime, containerCg, hostCg } = await setup(undefined, true, 5);
+  pipeline.push([conn(1, containerCg)]); // waits for the runtime, which does not answer yet
+  pipeline.push([conn(2, hostCg), conn(3, hostCg)]);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(sink.events.length, 0);
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 0, released: 0, queued: 2, backlogRecords: 3 });
+  // 3 + 3 > 5: the two queued batches go on now, and the new one takes their place
+  pipeline.push([conn(4, hostCg), conn(5, hostCg), conn(6, containerCg)]);
+  assert.deepEqual(sink.events.map((e) => e.connId), [1, 2, 3]);
+  assert.equal(sink.events[0]!.container?.name, null, 'sent on before the runtime answered');
+  assert.deepEqual(pipeline.stats(), { waited: 1, hurried: 0, released: 2, queued: 1, backlogRecords: 3 });
+  runtime.release();
+  await pipeline.drain();
+  assert.deepEqual(sink.events.map((e) => e.connId), [1, 2, 3, 4, 5, 6]);
+  assert.equal(sink.events[5]!.container?.name, 'web', 'the lookup went on, for later events');
+  assert.equal(pipeline.stats().queued, 0);
 });
 
 test('a socket cgroup the index has not seen yet is found by a walk, then its container looked up', async () => {
