@@ -54,6 +54,8 @@ export class CgroupIndex {
   private walking: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
   refreshes = 0;
+  /** entries forgotten to stay within maxEntries (paths and missed ids) */
+  evicted = 0;
 
   constructor(o: CgroupIndexOptions) {
     this.root = o.root;
@@ -88,6 +90,7 @@ export class CgroupIndex {
       if (this.missed.size > this.maxEntries) {
         const oldest = this.missed.keys().next().value;
         if (oldest !== undefined) this.missed.delete(oldest);
+        this.evicted++;
       }
     }
   }
@@ -146,6 +149,7 @@ export class CgroupIndex {
     if (this.paths.size > this.maxEntries) {
       const oldest = this.paths.keys().next().value;
       if (oldest !== undefined) this.paths.delete(oldest);
+      this.evicted++;
     }
   }
 }

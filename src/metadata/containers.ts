@@ -26,8 +26,10 @@ export interface ContainersOptions {
   unknownForMs?: number;
   /** pod IPs are re-read at least this often (default 10 s) */
   podRefreshMs?: number;
-  /** containers remembered, including exited ones (default 4096) */
+  /** containers remembered, including exited ones (default 4096); the least recently used go first */
   maxContainers?: number;
+  /** ids no runtime knew, remembered so they are not asked about again (default 4096); the oldest go first */
+  maxUnknown?: number;
   now?: () => number;
 }
 
@@ -41,6 +43,12 @@ export interface ContainersStats {
   /** batches emitted before their lookups finished (waitMs passed) */
   lateBatches: number;
   cached: number;
+  /** containers forgotten because maxContainers were remembered */
+  evicted: number;
+  /** ids no runtime knew, held so as not to ask again */
+  unknownCached: number;
+  /** such ids forgotten early because maxUnknown were held (they may be asked about again) */
+  unknownEvicted: number;
   podIps: number;
 }
 
@@ -53,7 +61,7 @@ export class Containers {
   private podsByIp = new Map<string, PodSandbox>();
   private podsReadAt = -Infinity;
   private podsReading: Promise<void> | undefined;
-  private readonly counters = { lookups: 0, unknown: 0, runtimeErrors: 0, lateBatches: 0 };
+  private readonly counters = { lookups: 0, unknown: 0, runtimeErrors: 0, lateBatches: 0, evicted: 0, unknownEvicted: 0 };
 
   constructor(options: ContainersOptions) {
     this.o = {
@@ -62,6 +70,7 @@ export class Containers {
       unknownForMs: 60_000,
       podRefreshMs: 10_000,
       maxContainers: 4096,
+      maxUnknown: 4096,
       now: Date.now,
       ...options,
     };
@@ -139,7 +148,7 @@ export class Containers {
   }
 
   stats(): ContainersStats {
-    return { ...this.counters, cached: this.info.size, podIps: this.podsByIp.size };
+    return { ...this.counters, cached: this.info.size, unknownCached: this.unknownUntil.size, podIps: this.podsByIp.size };
   }
 
   private wants(r: ContainerRef): boolean {
@@ -191,7 +200,14 @@ export class Containers {
       }
     }
     this.counters.unknown++;
+    // re-set at the end, so the oldest entry is always the first
+    this.unknownUntil.delete(r.id);
     this.unknownUntil.set(r.id, this.o.now() + this.o.unknownForMs);
+    while (this.unknownUntil.size > this.o.maxUnknown) {
+      const oldest = this.unknownUntil.keys().next().value as string;
+      this.unknownUntil.delete(oldest);
+      this.counters.unknownEvicted++;
+    }
   }
 
   private async readPods(): Promise<void> {
@@ -221,6 +237,7 @@ export class Containers {
     if (this.info.size > this.o.maxContainers) {
       const oldest = this.info.keys().next().value;
       if (oldest !== undefined) this.info.delete(oldest);
+      this.counters.evicted++;
     }
   }
 

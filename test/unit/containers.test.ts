@@ -217,3 +217,30 @@ describe('CgroupIndex', () => {
     assert.deepEqual(cgroup2MountPoints('garbage\n'), []);
   });
 });
+
+test('ids no runtime knows: at most maxUnknown held; the oldest is forgotten, counted, and may be asked about again', async () => {
+  const docker = new FakeRuntime('docker');
+  const { c } = setup([docker], { maxUnknown: 2 });
+  const ids = ['a', 'b', 'c'].map((x) => x.repeat(64));
+  for (const id of ids) await c.resolve([ref(id)], NONE);
+  assert.deepEqual(docker.calls, ids);
+  assert.equal(c.stats().unknown, 3);
+  assert.equal(c.stats().unknownCached, 2);
+  assert.equal(c.stats().unknownEvicted, 1);
+  // the two held are not asked again; the forgotten one is
+  assert.equal(c.needs([ref(ids[1]!)], NONE), false);
+  assert.equal(c.needs([ref(ids[2]!)], NONE), false);
+  assert.equal(c.needs([ref(ids[0]!)], NONE), true);
+});
+
+test('known containers: at most maxContainers held, the least recently used forgotten and counted', async () => {
+  const docker = new FakeRuntime('docker');
+  for (const id of [ID1, ID2]) docker.known.set(id, info(id, 'docker'));
+  const { c } = setup([docker], { maxContainers: 1 });
+  await c.resolve([ref(ID1)], NONE);
+  await c.resolve([ref(ID2)], NONE);
+  assert.equal(c.stats().cached, 1);
+  assert.equal(c.stats().evicted, 1);
+  assert.equal(c.get(ID1), undefined);
+  assert.equal(c.get(ID2)?.name, 'n-2222');
+});
