@@ -88,3 +88,22 @@ export function formatCmdline(argv: readonly string[], mode: CmdlineMode): strin
   const args = mode === 'redacted' ? maskArgs(argv) : argv;
   return secrets.scrub(args.join(' '));
 }
+
+/**
+ * The most characters of a command line convis keeps (New Relic's limit for
+ * an attribute, too): a process can have megabytes of arguments, and the
+ * process cache holds one per process.
+ */
+export const MAX_CMD_CHARS = 4096;
+
+/**
+ * A command line as reported: masked and scrubbed whole first (so a cut
+ * never leaves part of a secret unmasked), then cut to MAX_CMD_CHARS.
+ */
+export function commandLine(argv: readonly string[], mode: CmdlineMode): { cmd: string; truncated: boolean } {
+  const cmd = formatCmdline(argv, mode);
+  if (cmd.length <= MAX_CMD_CHARS) return { cmd, truncated: false };
+  // not between the halves of a surrogate pair
+  const end = /[\ud800-\udbff]/.test(cmd[MAX_CMD_CHARS - 1]!) ? MAX_CMD_CHARS - 1 : MAX_CMD_CHARS;
+  return { cmd: cmd.slice(0, end), truncated: true };
+}

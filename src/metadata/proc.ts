@@ -5,7 +5,7 @@
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { secrets } from '../config/secrets.js';
-import { formatCmdline, type CmdlineMode } from './cmdline.js';
+import { commandLine, type CmdlineMode } from './cmdline.js';
 
 export interface ProcessInfo {
   pid: number;
@@ -13,8 +13,10 @@ export interface ProcessInfo {
   uid: number;
   /** the kernel's task name (at most 15 bytes) */
   comm: string;
-  /** the full command line, arguments joined by spaces */
+  /** the command line, arguments joined by spaces, at most MAX_CMD_CHARS */
   cmd: string;
+  /** set when cmd was cut (longer than MAX_CMD_CHARS, or only the kernel's first 512 bytes could be had) */
+  cmdTruncated?: true;
   /** absolute path of the executable, '' when unreadable */
   exe: string;
 }
@@ -76,8 +78,8 @@ export function readProcess(procRoot: string, pid: number, cmdline: CmdlineMode 
   }
   // a kernel thread has an empty cmdline: show its comm in brackets as ps does
   const argv = parseCmdline(tryRead(join(dir, 'cmdline')) ?? '');
-  const cmd = argv.length > 0 ? formatCmdline(argv, cmdline) : cmdline === 'none' ? '' : `[${fields.comm}]`;
-  return { pid, ppid: fields.ppid, uid, comm: secrets.scrub(fields.comm), cmd, exe: secrets.scrub(exe) };
+  const { cmd, truncated } = argv.length > 0 ? commandLine(argv, cmdline) : { cmd: cmdline === 'none' ? '' : `[${fields.comm}]`, truncated: false };
+  return { pid, ppid: fields.ppid, uid, comm: secrets.scrub(fields.comm), cmd, ...(truncated ? { cmdTruncated: true } : {}), exe: secrets.scrub(exe) };
 }
 
 /** Pids of every process (not thread) under the proc root. */

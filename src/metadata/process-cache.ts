@@ -9,7 +9,7 @@ import { readlinkSync, readFileSync } from 'node:fs';
 import type { ExecRecord, TaskRecord } from '../bpf/decode.js';
 import { containerFromProcCgroup, type ContainerRef } from './cgroup.js';
 import { listPids, parseCmdline, readProcess, type ProcessInfo } from './proc.js';
-import { formatCmdline, type CmdlineMode } from './cmdline.js';
+import { commandLine, type CmdlineMode } from './cmdline.js';
 import { secrets } from '../config/secrets.js';
 
 export interface ProcessCacheOptions {
@@ -32,7 +32,10 @@ export interface ProcessCacheStats {
   procfsReads: number;
   /** lookups for a process that was gone from procfs too: kernel facts only */
   unresolved: number;
+  /** processes forgotten because maxEntries were held */
   evicted: number;
+  /** command lines cut to MAX_CMD_CHARS, or left at the kernel's first 512 bytes */
+  cmdTruncated: number;
 }
 
 /** What the kernel knows about a process when procfs cannot help. */
@@ -65,7 +68,7 @@ export class ProcessCache {
   private readonly now: () => number;
   private readonly maxEntries: number;
   private readonly cmdline: CmdlineMode;
-  private readonly counters = { hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 };
+  private readonly counters = { hits: 0, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 };
 
   constructor(options: ProcessCacheOptions) {
     this.procRoot = options.procRoot;
@@ -80,18 +83,21 @@ export class ProcessCache {
     for (const pid of listPids(this.procRoot)) {
       if (this.entries.has(pid)) continue;
       const info = readProcess(this.procRoot, pid, this.cmdline);
+      if (info?.cmdTruncated) this.counters.cmdTruncated++;
       if (info) this.set(pid, { info });
     }
   }
 
   onExec(r: ExecRecord): void {
     let argv = r.argv;
+    let cut = false;
     // argv longer than the kernel copies: the live process has the rest
     if (r.argsTruncated) {
       try {
         argv = parseCmdline(readFileSync(join(this.procRoot, String(r.pid), 'cmdline')));
       } catch {
-        // gone already: keep the truncated copy
+        // gone already: keep the truncated copy, and say so
+        cut = true;
       }
     }
     // the resolved executable while the process lives (as /proc/<pid>/exe
@@ -102,12 +108,17 @@ export class ProcessCache {
     } catch {
       // exited already
     }
-    const cmd = formatCmdline(argv.length > 0 ? argv : [r.filename], this.cmdline);
+    const line = commandLine(argv.length > 0 ? argv : [r.filename], this.cmdline);
+    const cmdTruncated = (cut || line.truncated) && this.cmdline !== 'none';
+    if (cmdTruncated) this.counters.cmdTruncated++;
     // read now: a process that connects and exits at once is gone by its first
     // event; if it is gone already, exec did not change its cgroups: keep what
     // it inherited at fork
     const container = this.readContainer(r.pid) ?? this.entries.get(r.pid)?.container;
-    this.set(r.pid, { info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: secrets.scrub(r.comm), cmd, exe: secrets.scrub(exe) }, ...(container !== undefined ? { container } : {}) });
+    this.set(r.pid, {
+      info: { pid: r.pid, ppid: r.ppid, uid: r.uid, comm: secrets.scrub(r.comm), cmd: line.cmd, ...(cmdTruncated ? { cmdTruncated: true } : {}), exe: secrets.scrub(exe) },
+      ...(container !== undefined ? { container } : {}),
+    });
   }
 
   /** A new process (not thread) starts as a copy of its parent. */
@@ -124,6 +135,7 @@ export class ProcessCache {
         uid: r.uid,
         comm: secrets.scrub(r.comm),
         cmd: parent?.cmd ?? (this.cmdline === 'none' ? '' : secrets.scrub(r.comm)),
+        ...(parent?.cmdTruncated ? { cmdTruncated: true } : {}),
         exe: parent?.exe ?? '',
       },
     });
@@ -157,6 +169,7 @@ export class ProcessCache {
   private readGone(pid: number): ProcessInfo | undefined {
     this.counters.procfsReads++;
     const read = readProcess(this.procRoot, pid, this.cmdline);
+    if (read?.cmdTruncated) this.counters.cmdTruncated++;
     if (!read) {
       if (this.gonePids.size >= this.maxEntries) this.gonePids.delete(this.gonePids.keys().next().value as number);
       this.gonePids.set(pid, this.now());

@@ -127,7 +127,7 @@ const heads = new Fragments(
 const timeHead = new SecondHead('{"time":"');
 
 // key order is the documented one, whatever order the object was built in
-const processFields = (p: ProcessDetails) => ({ pid: p.pid, ppid: p.ppid, uid: p.uid, comm: p.comm, cmd: p.cmd, exe: p.exe });
+const processFields = (p: ProcessDetails) => ({ pid: p.pid, ppid: p.ppid, uid: p.uid, comm: p.comm, cmd: p.cmd, ...(p.cmdTruncated ? { cmd_truncated: true } : {}), exe: p.exe });
 const containerFields = (c: ContainerDetails) => ({ id: c.id, name: c.name, image: c.image, runtime: c.runtime });
 const podFields = (p: PodDetails) => ({ name: p.name, namespace: p.namespace, uid: p.uid });
 const remotePodFields = (p: RemotePod) => ({ name: p.name, namespace: p.namespace });

@@ -190,6 +190,7 @@ export const NEW_RELIC_ATTRIBUTES = {
   'process.uid': { type: 'number', description: 'its user id' },
   'process.comm': { type: 'string', description: 'kernel task name' },
   'process.cmd': { type: 'string', description: 'command line as `--cmdline` says (redacted by default; at most 4096 characters)' },
+  'process.cmdTruncated': { type: 'number', description: '1 when process.cmd was cut (longer than 4096 characters, or only its first 512 bytes could be read)' },
   'process.exe': { type: 'string', description: 'executable path' },
   'container.id': { type: 'string', description: 'container id (64 hex); container.* absent outside containers' },
   'container.name': { type: 'string', description: 'container name, absent when the runtime could not be asked' },
@@ -266,6 +267,7 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
     set('process.uid', p.uid);
     set('process.comm', p.comm);
     set('process.cmd', p.cmd);
+    if (p.cmdTruncated) set('process.cmdTruncated', 1);
     set('process.exe', p.exe);
   }
   const c = e.container;

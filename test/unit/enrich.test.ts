@@ -135,7 +135,7 @@ describe('Enricher.batch', () => {
     assert.deepEqual(out[1]!.process, { pid: GONE + 1, ppid: GONE, uid: 1001, comm: 'curl-child', cmd: 'curl -s https://example.com', exe: '/usr/bin/curl' });
     assert.equal(out[2]!.process?.cmd, 'curl -s https://example.com');
     assert.equal(out[3]!.process?.pid, GONE + 1);
-    assert.deepEqual(processes.stats(), { size: 2, hits: 4, procfsReads: 0, unresolved: 0, evicted: 0 });
+    assert.deepEqual(processes.stats(), { size: 2, hits: 4, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
   });
 
   test('an empty batch and a batch of only process records give no events', () => {
@@ -219,7 +219,7 @@ describe('Enricher.connection', () => {
       const { enricher, processes } = setup();
       const e = one(enricher, conn('accept', c.pid, { ownerKnown: c.ownerKnown, direction: 'inbound' }));
       assert.equal(e.process, null);
-      assert.deepEqual(processes.stats(), { size: 0, hits: 0, procfsReads: 0, unresolved: 0, evicted: 0 });
+      assert.deepEqual(processes.stats(), { size: 0, hits: 0, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
     });
   }
 

@@ -228,6 +228,7 @@ describe('toNewRelicEvent', () => {
       ev('accept', { existing: true, bytesSent: 1, bytesReceived: 2 }),
       ev('alert', { rule: 'web-egress', trigger: 'connect' }),
       ev('connect', { remote: { ip: '203.0.113.7', port: 443, name: 'api.example.com' } }),
+      ev('connect', { process: { pid: 7, ppid: 1, uid: 0, comm: 'java', cmd: 'java -jar x', cmdTruncated: true, exe: '/usr/bin/java' } }),
     ];
     const emitted = new Set(full.flatMap((e) => Object.keys(toNewRelicEvent(e))));
     assert.deepEqual([...emitted].sort(), Object.keys(NEW_RELIC_ATTRIBUTES).sort());

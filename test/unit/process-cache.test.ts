@@ -55,7 +55,7 @@ describe('scan', () => {
     for (const pid of [1, 2, 4242, 4243, 4300, 4301, 5000]) {
       assert.deepEqual(c.get(pid, hint), readProcess(procRoot, pid));
     }
-    assert.deepEqual(c.stats(), { size: 7, hits: 7, procfsReads: 0, unresolved: 0, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 7, hits: 7, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
   });
 
   test('keeps what exec already told it', () => {
@@ -80,7 +80,7 @@ describe('onExec', () => {
       cmd: "python3 -c print('a b')",
       exe: '/usr/bin/python3.12', // the link target, not the exec filename
     });
-    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 0, unresolved: 0, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
   });
 
   test('exe falls back to the exec filename when the process is gone', () => {
@@ -163,7 +163,7 @@ describe('onFork', () => {
       cmd: 'gunicorn app:wsgi',
       exe: '/usr/bin/gunicorn',
     });
-    assert.deepEqual(c.stats(), { size: 2, hits: 1, procfsReads: 0, unresolved: 0, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 2, hits: 1, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
   });
 
   test('a parent known from the scan', () => {
@@ -242,16 +242,16 @@ describe('get', () => {
     const c = new ProcessCache({ procRoot });
     // miss: read from procfs and kept
     assert.deepEqual(c.get(4300, hint), { pid: 4300, ppid: 1, uid: 1001, comm: 'sleep', cmd: 'sleep infinity', exe: '' });
-    assert.deepEqual(c.stats(), { size: 1, hits: 0, procfsReads: 1, unresolved: 0, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 0, procfsReads: 1, unresolved: 0, evicted: 0, cmdTruncated: 0 });
     // now a hit
     assert.equal(c.get(4300, hint).cmd, 'sleep infinity');
-    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 1, unresolved: 0, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 1, unresolved: 0, evicted: 0, cmdTruncated: 0 });
     // gone from procfs too: the kernel's hint, not kept
     assert.deepEqual(c.get(GONE, hint), { pid: GONE, ppid: 77, uid: 1234, comm: 'hinted', cmd: '', exe: '' });
-    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 1, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 1, evicted: 0, cmdTruncated: 0 });
     // procfs is not asked about it again
     c.get(GONE, { comm: 'other', ppid: 1, uid: 0 });
-    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 2, evicted: 0 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 1, procfsReads: 2, unresolved: 2, evicted: 0, cmdTruncated: 0 });
   });
 
   test('a pid procfs did not have is asked about again after the TTL, or at once when an exec names it', () => {
@@ -303,7 +303,7 @@ describe('maxEntries', () => {
     c.onExit(task('exit', GONE + 12), 1);
     c.onExit(task('exit', GONE + 11), 2);
     c.onExec(exec(GONE + 13, ['thirteen']));
-    assert.deepEqual(c.stats(), { size: 3, hits: 0, procfsReads: 0, unresolved: 0, evicted: 1 });
+    assert.deepEqual(c.stats(), { size: 3, hits: 0, procfsReads: 0, unresolved: 0, evicted: 1, cmdTruncated: 0 });
     assert.equal(c.get(GONE + 10, hint).cmd, 'ten'); // older, but live
     assert.equal(c.get(GONE + 12, hint).cmd, ''); // the longest exited went
     assert.equal(c.get(GONE + 11, hint).cmd, 'eleven');
@@ -315,7 +315,7 @@ describe('maxEntries', () => {
     c.onExec(exec(GONE + 1, ['one']));
     c.onExec(exec(GONE + 2, ['two']));
     c.onFork(task('fork', GONE + 3, { ppid: GONE + 2, comm: 'three' }));
-    assert.deepEqual(c.stats(), { size: 2, hits: 0, procfsReads: 0, unresolved: 0, evicted: 1 });
+    assert.deepEqual(c.stats(), { size: 2, hits: 0, procfsReads: 0, unresolved: 0, evicted: 1, cmdTruncated: 0 });
     assert.equal(c.get(GONE + 1, hint).cmd, '');
     assert.equal(c.get(GONE + 2, hint).cmd, 'two');
     assert.equal(c.get(GONE + 3, hint).cmd, 'two');
@@ -337,6 +337,6 @@ describe('maxEntries', () => {
     const c = new ProcessCache({ procRoot, maxEntries: 1 });
     c.get(4300, hint);
     c.get(4301, hint);
-    assert.deepEqual(c.stats(), { size: 1, hits: 0, procfsReads: 2, unresolved: 0, evicted: 1 });
+    assert.deepEqual(c.stats(), { size: 1, hits: 0, procfsReads: 2, unresolved: 0, evicted: 1, cmdTruncated: 0 });
   });
 });

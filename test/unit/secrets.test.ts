@@ -4,13 +4,13 @@
  * sink that takes one, the logger, and text lines that no workload can forge.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/config.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { secrets, Secrets } from '../../src/config/secrets.js';
-import { formatCmdline, maskArgs } from '../../src/metadata/cmdline.js';
+import { commandLine, formatCmdline, MAX_CMD_CHARS, maskArgs } from '../../src/metadata/cmdline.js';
 import { ProcessCache } from '../../src/metadata/process-cache.js';
 import { parseSinkSpecs } from '../../src/sinks/index.js';
 import type { NewRelicOptions } from '../../src/sinks/newrelic.js';
@@ -76,6 +76,39 @@ describe('command lines', () => {
       cache.onExec({ kind: 'exec', pid: 4242, tsSec: 0, tsNsec: 0, ppid: 1, uid: 0, cgroupId: 0, comm: 'app', filename: '/bin/app', argv: ['app', '--token', 't0k'], argsTruncated: false });
       assert.equal(cache.get(4242, { comm: 'app', ppid: 1, uid: 0 }).cmd, want, `${mode} (${dir})`);
     }
+  });
+
+  test('a command line is cut at 4096 characters after masking (no half secret escapes), and the event says it was cut', () => {
+    const argv = ['java', ...Array.from({ length: 800 }, (_, i) => `-Dp${i}=v`), '--password=hunter2-is-long'];
+    const whole = commandLine(['java', '--password=hunter2'], 'redacted');
+    assert.deepEqual(whole, { cmd: 'java --password=***', truncated: false });
+    const cut = commandLine(argv, 'redacted');
+    assert.equal(cut.truncated, true);
+    assert.equal(cut.cmd.length, MAX_CMD_CHARS);
+    assert.equal(cut.cmd, formatCmdline(argv, 'redacted').slice(0, MAX_CMD_CHARS));
+    // a secret that straddles the cut: masked before cutting, so no prefix of it is left
+    const straddle = ['app', 'x'.repeat(MAX_CMD_CHARS - 16), '--password=abcdefghijklmnop'];
+    assert.doesNotMatch(commandLine(straddle, 'redacted').cmd, /abc/);
+    // the process cache: from the kernel's record, and from procfs
+    const root = tempDir('convis-proc-');
+    const cache = new ProcessCache({ procRoot: root, cmdline: 'full' });
+    cache.onExec({ kind: 'exec', pid: 4242, tsSec: 0, tsNsec: 0, ppid: 1, uid: 0, cgroupId: 0, comm: 'java', filename: '/bin/java', argv, argsTruncated: false });
+    const info = cache.get(4242, { comm: 'java', ppid: 1, uid: 0 });
+    assert.equal(info.cmd.length, MAX_CMD_CHARS);
+    assert.equal(info.cmdTruncated, true);
+    // argv the kernel cut at 512 bytes, of a process already gone: cut too
+    cache.onExec({ kind: 'exec', pid: 4243, tsSec: 0, tsNsec: 0, ppid: 1, uid: 0, cgroupId: 0, comm: 'sh', filename: '/bin/sh', argv: ['sh', '-c', 'x'], argsTruncated: true });
+    assert.equal(cache.get(4243, { comm: 'sh', ppid: 1, uid: 0 }).cmdTruncated, true);
+    mkdirSync(join(root, '4244'));
+    writeFileSync(join(root, '4244', 'stat'), '4244 (java) S 1 4244 4244 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0');
+    writeFileSync(join(root, '4244', 'cmdline'), `${argv.join('\0')}\0`);
+    const read = cache.get(4244, { comm: 'java', ppid: 1, uid: 0 });
+    assert.equal(read.cmd.length, MAX_CMD_CHARS);
+    assert.equal(read.cmdTruncated, true);
+    assert.equal(cache.stats().cmdTruncated, 3);
+    // a short one is not marked
+    cache.onExec({ kind: 'exec', pid: 4245, tsSec: 0, tsNsec: 0, ppid: 1, uid: 0, cgroupId: 0, comm: 'ls', filename: '/bin/ls', argv: ['ls'], argsTruncated: false });
+    assert.equal('cmdTruncated' in cache.get(4245, { comm: 'ls', ppid: 1, uid: 0 }), false);
   });
 
   test('--cmdline takes full, redacted or none; redacted by default', () => {
