@@ -11,6 +11,7 @@
  * larger than `max_size`.
  */
 import type { Statement } from 'better-sqlite3';
+import { parseSizeBytes } from '../config/size.js';
 import { parseDurationMs } from '../config/duration.js';
 import { ConfigError } from '../config/errors.js';
 import type { ConnectionEvent } from '../metadata/event.js';
@@ -37,7 +38,6 @@ const MAX_OPEN = 524_288;
 /** changed rows that make a write happen before the second is up (bounds memory under a burst) */
 const MAX_DIRTY = 50_000;
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
 
 export function parseFlowLogOptions(o: Record<string, string>): FlowLogOptions {
   const where = '--sink flowlog';
@@ -54,12 +54,11 @@ export function parseFlowLogOptions(o: Record<string, string>): FlowLogOptions {
   }
   let maxBytes = DEFAULT_MAX_BYTES;
   if (o.max_size !== undefined) {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(o.max_size);
-    const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase()] : undefined;
-    if (!m || unit === undefined || Number(m[1]) * unit < 1024 ** 2) {
+    const bytes = parseSizeBytes(o.max_size);
+    if (bytes === undefined || bytes < 1024 ** 2) {
       throw new ConfigError(`${where}: max_size must be a size of at least 1MiB, such as 500MiB or 1GiB, not ${JSON.stringify(o.max_size)}`);
     }
-    maxBytes = Math.floor(Number(m[1]) * unit);
+    maxBytes = bytes;
   }
   return { path, retainMs, maxBytes };
 }

@@ -12,7 +12,8 @@ import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
 import { parsePrometheusOptions, PrometheusSink, type PrometheusSinkOptions } from './prometheus/sink.js';
 import type { Sink } from './sink.js';
-import { StdoutSink, type StdoutFormat } from './stdout.js';
+import { DEFAULT_STDOUT_BUFFER_BYTES, StdoutSink, type StdoutFormat } from './stdout.js';
+import { parseSizeBytes } from '../config/size.js';
 import { FlowLogSink, parseFlowLogOptions, type FlowLogOptions } from '../flowlog/sink.js';
 
 export interface SinkContext {
@@ -41,16 +42,23 @@ export function checkKeys(type: string, options: Record<string, string>, keys: r
   }
 }
 
-const stdout: SinkType<{ format: StdoutFormat }> = {
-  keys: { format: 'text (default) or json' },
+const stdout: SinkType<{ format: StdoutFormat; maxBufferBytes: number }> = {
+  keys: {
+    format: 'text (default) or json',
+    max_buffer: `output held for a reader that is not reading (default 16MiB); past it, events are dropped and counted`,
+  },
   metrics: false,
   parse(o) {
-    checkKeys('stdout', o, ['format']);
+    checkKeys('stdout', o, ['format', 'max_buffer']);
     const format = o.format ?? 'text';
     if (format !== 'text' && format !== 'json') throw new ConfigError(`--sink stdout: format must be text or json, not "${format}"`);
-    return { format };
+    const maxBufferBytes = o.max_buffer === undefined ? DEFAULT_STDOUT_BUFFER_BYTES : parseSizeBytes(o.max_buffer);
+    if (maxBufferBytes === undefined || maxBufferBytes < 64 * 1024) {
+      throw new ConfigError(`--sink stdout: max_buffer must be a size of at least 64KiB, such as 16MiB, not ${JSON.stringify(o.max_buffer)}`);
+    }
+    return { format, maxBufferBytes };
   },
-  create: (p, ctx) => new StdoutSink({ format: p.format, onClosed: (err) => ctx.onClosed('stdout', err) }),
+  create: (p, ctx) => new StdoutSink({ format: p.format, maxBufferBytes: p.maxBufferBytes, log: ctx.log, onClosed: (err) => ctx.onClosed('stdout', err) }),
 };
 
 const metrics: SinkType<{ host: string; port: number }> = {

@@ -10,6 +10,7 @@ import { toJsonObject, writeJsonEvent } from './json-event.js';
 import { PerProcess } from '../metadata/per-process.js';
 import { Fragments, SecondHead } from './line-parts.js';
 import type { Sink, SinkStats } from './sink.js';
+import type { Logger } from '../util/log.js';
 
 export { toJsonObject };
 
@@ -186,7 +187,13 @@ export interface StdoutSinkOptions {
   stream?: Writable;
   /** called once when the stream fails for good (EPIPE: its reader went away) */
   onClosed?: (err: NodeJS.ErrnoException) => void;
+  /** output held for a reader that is not reading, at most (default 16 MiB); past it, batches are dropped and counted */
+  maxBufferBytes?: number;
+  /** for the lines that say dropping began and ended */
+  log?: Logger;
 }
+
+export const DEFAULT_STDOUT_BUFFER_BYTES = 16 << 20;
 
 export class StdoutSink implements Sink {
   readonly name = 'stdout';
@@ -195,9 +202,15 @@ export class StdoutSink implements Sink {
   private readonly out = new ByteWriter(1 << 16);
   private readonly counters: SinkStats = { sent: 0, dropped: 0 };
   private broken = false;
+  private readonly maxBufferBytes: number;
+  private readonly log: Logger | undefined;
+  /** events dropped since the reader fell behind; undefined while it keeps up */
+  private droppingSince: number | undefined;
 
   constructor(options: StdoutSinkOptions) {
     this.stream = options.stream ?? process.stdout;
+    this.maxBufferBytes = options.maxBufferBytes ?? DEFAULT_STDOUT_BUFFER_BYTES;
+    this.log = options.log;
     this.write1 = options.format === 'json' ? writeJsonEvent : writeTextLine;
     this.stream.on('error', (err: NodeJS.ErrnoException) => {
       if (this.broken) return;
@@ -212,8 +225,22 @@ export class StdoutSink implements Sink {
       this.counters.dropped += events.length;
       return;
     }
-    // one write per batch, not per event
+    // a reader that stops reading (convis | less, a stuck pipe) must not make
+    // memory grow or hold up the other sinks: past the bound, drop and count
     const w = this.out;
+    if (w.heldBytes >= this.maxBufferBytes) {
+      if (this.droppingSince === undefined) {
+        this.droppingSince = this.counters.dropped;
+        this.log?.warn(`stdout: the reader is not keeping up (${this.maxBufferBytes} bytes waiting); dropping events until it does`);
+      }
+      this.counters.dropped += events.length;
+      return;
+    }
+    if (this.droppingSince !== undefined) {
+      this.log?.warn(`stdout: the reader caught up; ${this.counters.dropped - this.droppingSince} events were dropped`);
+      this.droppingSince = undefined;
+    }
+    // one write per batch, not per event
     for (const e of events) this.write1(w, e);
     w.writeTo(this.stream);
     this.counters.sent += events.length;

@@ -15,6 +15,8 @@ export class ByteWriter {
   private pos = 0;
   /** buffers the stream has finished with, for writeTo() */
   private readonly spare: Buffer[] = [];
+  /** memory handed to a stream by writeTo() that it has not finished with */
+  private held = 0;
 
   constructor(initialBytes = 1 << 16) {
     this.buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
@@ -163,11 +165,25 @@ export class ByteWriter {
   writeTo(stream: { write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean }): void {
     const used = this.buf;
     const n = this.pos;
-    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(used.length);
     this.pos = 0;
+    // a little in a big buffer: a copy, so that a stream that holds writes
+    // holds what they are, not a whole buffer each
+    if (n < used.length >> 3) {
+      this.held += n;
+      stream.write(Buffer.from(used.subarray(0, n)), () => (this.held -= n));
+      return;
+    }
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(used.length);
+    this.held += used.length;
     stream.write(used.subarray(0, n), () => {
+      this.held -= used.length;
       if (this.spare.length < 4) this.spare.push(used);
     });
+  }
+
+  /** Bytes of memory written to streams by writeTo() that they have not finished with (a slow reader's backlog). */
+  get heldBytes(): number {
+    return this.held;
   }
 
   /**

@@ -50,7 +50,7 @@ test('malformed sink specs are one ConfigError that never echoes values', () => 
 test('sink validation: unknown type, unknown key, bad format value', () => {
   const cases: [string, RegExp][] = [
     ['kafka,brokers=x', /unknown sink type "kafka" \(available: stdout, metrics/],
-    ['stdout,colour=red', /unknown option "colour" \(known: format\)/],
+    ['stdout,colour=red', /unknown option "colour" \(known: format, max_buffer\)/],
     ['stdout,format=yaml', /format must be text or json/],
   ];
   for (const [spec, re] of cases) {

@@ -390,3 +390,56 @@ test('text lines cut a long command line at 120 characters; JSON keeps it whole'
   assert.ok(m?.[1]?.endsWith('…'));
   assert.equal((JSON.parse(toJsonLine(e)) as { process: { cmd: string } }).process.cmd, long);
 });
+
+test('a cut command line says so in JSON (cmd_truncated), and only then', () => {
+  const cut = JSON.parse(toJsonLine(ev('connect', { process: { ...proc, cmd: 'x', cmdTruncated: true } }))) as { process: Record<string, unknown> };
+  assert.equal(cut.process.cmd_truncated, true);
+  const whole = JSON.parse(toJsonLine(ev('connect'))) as { process: Record<string, unknown> };
+  assert.equal('cmd_truncated' in whole.process, false);
+});
+
+/** A Writable whose writes stay pending until release(): a reader that stopped reading. */
+class StalledReader extends Writable {
+  private pending: (() => void)[] = [];
+  received = 0;
+  constructor() {
+    super({ highWaterMark: 1024 });
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.received += chunk.length;
+    this.pending.push(cb);
+  }
+  release(): void {
+    for (const cb of this.pending.splice(0)) cb();
+  }
+}
+
+test('a reader that stops reading: output held up to max_buffer, then batches dropped and counted; it resumes when the reader catches up', async () => {
+  const stream = new StalledReader();
+  const lines: string[] = [];
+  const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), debug: () => undefined, verbose: false };
+  const sink = new StdoutSink({ format: 'json', stream, maxBufferBytes: 64 * 1024, log });
+  const batch = Array.from({ length: 100 }, () => ev('close'));
+  let written = 0;
+  for (let i = 0; i < 200; i++) {
+    sink.write(batch);
+    written += batch.length;
+  }
+  await tick();
+  const held = sink.stats();
+  assert.ok(held.dropped > 0, 'dropped past the bound');
+  assert.equal(held.sent + held.dropped, written, 'every event either written or counted');
+  // only about max_buffer is held for the stalled reader, not everything
+  assert.ok(stream.writableLength < 64 * 1024 + 200 * 1024, `held ${stream.writableLength} bytes`);
+  assert.equal(lines.filter((l) => /not keeping up/.test(l)).length, 1, 'one line when dropping starts');
+  stream.release();
+  await tick();
+  stream.release();
+  await tick();
+  sink.write(batch);
+  written += batch.length;
+  const after = sink.stats();
+  assert.equal(after.sent, held.sent + batch.length, 'writes again once the reader caught up');
+  assert.equal(after.sent + after.dropped, written);
+  assert.match(lines.at(-1) ?? '', new RegExp(`caught up; ${held.dropped} events were dropped`));
+});
