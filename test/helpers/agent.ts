@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 
 import { repoRoot } from './paths.js';
 import { tempDir } from './tmp.js';
+import { skipLoudly } from './skip.js';
 export { repoRoot };
 export const convisBin = join(repoRoot, 'bin/convis');
 export const peersScript = join(repoRoot, 'test/helpers/peers.py');
@@ -22,9 +23,7 @@ export function privilegedSkipReason(): string | undefined {
 
 /** Skips loudly: the reason goes to stderr as well as into the test report. */
 export function skipReasonLoudly(): string | false {
-  const why = privilegedSkipReason();
-  if (why) process.stderr.write(`\n*** SKIPPING privileged tests: ${why} ***\n\n`);
-  return why ?? false;
+  return skipLoudly('privileged tests', privilegedSkipReason());
 }
 
 export interface JsonEvent {

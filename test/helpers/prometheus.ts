@@ -12,6 +12,7 @@
  * Also here: decodeWriteRequest, a remote-write decoder written from the
  * prompb definitions independently of the sink's encoder, for test servers.
  */
+import { skipLoudly } from './skip.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -37,9 +38,7 @@ export function prometheusSkipReason(): string | undefined {
 
 /** Skips loudly: the reason goes to stderr as well as into the test report. */
 export function prometheusSkipLoudly(what: string): string | false {
-  const why = prometheusSkipReason();
-  if (why) process.stderr.write(`\n*** SKIPPING ${what}: ${why} ***\n\n`);
-  return why ?? false;
+  return skipLoudly(what, prometheusSkipReason());
 }
 
 /**

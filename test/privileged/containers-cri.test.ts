@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Agent, type JsonEvent, skipReasonLoudly } from '../helpers/agent.js';
+import { skipLoudly } from '../helpers/skip.js';
 import { BUSYBOX_IMAGE, containerdSkipReason, startContainerd, type Containerd } from '../helpers/containerd.js';
 
-const skip = skipReasonLoudly() || containerdSkipReason() || false;
-if (skip) process.stderr.write(`\n*** SKIPPING containerd CRI pod tests: ${skip} ***\n\n`);
+const skip = skipReasonLoudly() || skipLoudly('containerd CRI pod tests', containerdSkipReason());
 
 describe('containerd CRI pods', { skip }, () => {
   let cd: Containerd;

@@ -6,14 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Agent, type JsonEvent, skipReasonLoudly, startPeer } from '../helpers/agent.js';
+import { skipLoudly } from '../helpers/skip.js';
 import { dockerdSkipReason, startDockerd, TEST_IMAGE, type Dockerd } from '../helpers/dockerd.js';
 import { PODMAN_TEST_IMAGE, podmanSkipReason, startPodman, type Podman } from '../helpers/podman.js';
 
 const base = skipReasonLoudly();
-const dockerSkip = base || dockerdSkipReason() || false;
-const podmanSkip = base || podmanSkipReason() || false;
-if (!base && dockerSkip) process.stderr.write(`\n*** SKIPPING dockerd container tests: ${dockerSkip} ***\n\n`);
-if (!base && podmanSkip) process.stderr.write(`\n*** SKIPPING podman container tests: ${podmanSkip} ***\n\n`);
+const dockerSkip = base || skipLoudly('dockerd container tests', dockerdSkipReason());
+const podmanSkip = base || skipLoudly('podman container tests', podmanSkipReason());
 
 const sides = (es: JsonEvent[], ip: string, port: number) => ({
   out: es.filter((e) => e.direction === 'outbound' && e.event !== 'update' && e.remote?.ip === ip && e.remote?.port === port),

@@ -16,15 +16,14 @@ import * as grpc from '@grpc/grpc-js';
 import { RuntimeUnavailableError } from '../../src/metadata/container.js';
 import { CriClient, criServiceDefinition, detectCriSocket } from '../../src/metadata/cri.js';
 import { skipReasonLoudly } from '../helpers/agent.js';
+import { skipLoudly } from '../helpers/skip.js';
 import { BUSYBOX_IMAGE, containerdSkipReason, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { tempDir } from '../helpers/tmp.js';
 
 function containerdSkip(): string | false {
   const root = skipReasonLoudly();
   if (root) return root;
-  const why = containerdSkipReason();
-  if (why) process.stderr.write(`\n*** SKIPPING CRI tests against containerd: ${why} ***\n\n`);
-  return why ?? false;
+  return skipLoudly('CRI tests against containerd', containerdSkipReason());
 }
 
 const skip = containerdSkip();

@@ -16,6 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { RuntimeUnavailableError } from '../../src/metadata/container.js';
 import { DockerClient, parseDockerEndpoint, type DockerEndpoint } from '../../src/metadata/docker.js';
 import { skipReasonLoudly } from '../helpers/agent.js';
+import { skipLoudly } from '../helpers/skip.js';
 import { dockerdSkipReason, startDockerd, TEST_IMAGE, type RunningContainer, type RunOptions, type TestBridge } from '../helpers/dockerd.js';
 import { PODMAN_TEST_IMAGE, podmanSkipReason, startPodman } from '../helpers/podman.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -24,8 +25,7 @@ const skip = skipReasonLoudly();
 
 function runtimeSkip(what: string, why: string | undefined): string | false {
   if (skip) return skip;
-  if (why) process.stderr.write(`\n*** SKIPPING ${what} tests: ${why} ***\n\n`);
-  return why ?? false;
+  return skipLoudly(`${what} tests`, why);
 }
 
 const hex64 = () => randomBytes(32).toString('hex');

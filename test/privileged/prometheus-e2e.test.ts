@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Agent, skipReasonLoudly, startPeer } from '../helpers/agent.js';
+import { skipLoudly } from '../helpers/skip.js';
 import { freePort, prometheusSkipReason, startPrometheus, type Prometheus } from '../helpers/prometheus.js';
 
 const base = skipReasonLoudly();
-const skip = base || prometheusSkipReason() || false;
-if (!base && skip) process.stderr.write(`\n*** SKIPPING Prometheus end-to-end tests: ${skip} ***\n\n`);
+const skip = base || skipLoudly('Prometheus end-to-end tests', prometheusSkipReason());
 
 /** One client/server exchange on a fresh listener; returns its server port. */
 async function exchange(clientSends: number, serverSends: number): Promise<number> {
