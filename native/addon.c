@@ -45,6 +45,28 @@
 #define TSFN_QUEUE 8
 #define REC_HDR 8 /* bytes before each record in a batch */
 
+/* what a lost record was, for the lost counters (the kernel keeps its own) */
+enum convis_lost_kind { LOST_CONN, LOST_PROC, LOST_DNS, LOST_OTHER, LOST_KINDS };
+
+static enum convis_lost_kind lost_kind(const void *rec)
+{
+	uint16_t type;
+
+	memcpy(&type, rec, sizeof(type));
+	switch (type) {
+	case CONVIS_EV_EXEC:
+	case CONVIS_EV_EXIT:
+	case CONVIS_EV_FORK:
+		return LOST_PROC;
+	case CONVIS_EV_DNS:
+		return LOST_DNS;
+	case CONVIS_EV_SWEEP_END:
+		return LOST_OTHER;
+	default:
+		return LOST_CONN;
+	}
+}
+
 struct batch {
 	uint8_t *data;
 	uint32_t len;
@@ -70,6 +92,12 @@ struct tracer {
 	/* sweep period (0: never) */
 	uint32_t sweep_ms;
 	uint64_t sweeps, sweep_errors;
+	/* records the bridge itself lost (no memory for a batch, a batch JS
+	 * could not be handed), by enum convis_lost_kind */
+	atomic_uint_fast64_t lost[LOST_KINDS];
+	/* fault injection for tests: fail every Nth batch allocation / hand-over (0: never) */
+	uint32_t fault_alloc_every, fault_handoff_every;
+	uint32_t allocs, handoffs;
 };
 
 /* ---- errors ---- */
@@ -157,6 +185,25 @@ static void batch_free(struct batch *b)
 	free(b);
 }
 
+/* Counts every record of a batch that will never reach JS as lost. */
+static void batch_lost(atomic_uint_fast64_t *lost, const struct batch *b)
+{
+	uint32_t off = 0, n;
+
+	for (n = 0; n < b->count && off + REC_HDR <= b->len; n++) {
+		uint32_t size;
+
+		memcpy(&size, b->data + off, 4);
+		atomic_fetch_add(&lost[lost_kind(b->data + off + REC_HDR)], 1);
+		off += (REC_HDR + size + 7) & ~7u;
+	}
+}
+
+static bool fault(uint32_t every, uint32_t *n)
+{
+	return every && ++*n % every == 0;
+}
+
 static void flush_batch(struct tracer *t)
 {
 	struct batch *b = t->cur;
@@ -166,8 +213,11 @@ static void flush_batch(struct tracer *t)
 	t->cur = NULL;
 	/* blocking: when JS falls behind, the kernel ring buffer absorbs the
 	 * backlog and counts what it cannot hold */
-	if (napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok)
+	if (fault(t->fault_handoff_every, &t->handoffs) ||
+	    napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
+		batch_lost(t->lost, b);
 		batch_free(b);
+	}
 }
 
 static int on_record(void *ctx, void *data, size_t size)
@@ -181,9 +231,13 @@ static int on_record(void *ctx, void *data, size_t size)
 	if (t->cur && (t->cur->len + need > BATCH_BYTES || t->cur->count >= BATCH_MAX_RECORDS))
 		flush_batch(t);
 	if (!t->cur) {
-		t->cur = batch_new();
-		if (!t->cur)
-			return -ENOMEM;
+		t->cur = fault(t->fault_alloc_every, &t->allocs) ? NULL : batch_new();
+		if (!t->cur) {
+			/* counted, and on with the next record: returning an error
+			 * would stop this round of consuming */
+			atomic_fetch_add(&t->lost[lost_kind(data)], 1);
+			return 0;
+		}
 	}
 	uint8_t *p = t->cur->data + t->cur->len;
 	uint32_t sz = (uint32_t)size;
@@ -260,17 +314,24 @@ static void *poll_thread(void *arg)
 
 static void call_js(napi_env env, napi_value cb, void *context, void *data)
 {
+	struct tracer *t = context;
 	struct batch *b = data;
 	napi_value argv[2], undefined;
 
-	(void)context;
 	if (!env) {
+		/* the environment is going away with batches still queued */
+		if (b)
+			batch_lost(t->lost, b);
 		batch_free(b);
 		return;
 	}
 	napi_get_undefined(env, &undefined);
 	if (b) {
-		napi_create_buffer_copy(env, b->len, b->data, NULL, &argv[0]);
+		if (napi_create_buffer_copy(env, b->len, b->data, NULL, &argv[0]) != napi_ok) {
+			batch_lost(t->lost, b);
+			batch_free(b);
+			return;
+		}
 		napi_create_uint32(env, b->count, &argv[1]);
 		batch_free(b);
 	} else {
@@ -396,7 +457,7 @@ static bool has_prefix(const char *s, const char *prefix)
 }
 
 /*
- * open({ ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath, cgroupPath }) -> handle
+ * open({ ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath, cgroupPath, faultAllocEvery, faultHandoffEvery }) -> handle
  * Loads the embedded object and attaches every program: tracepoints as
  * they are, cgroup hooks to cgroupPath (the cgroup v2 root; left out when
  * there is none), iterators for the snapshot to be read later; the sweep
@@ -407,6 +468,7 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 	size_t argc = 1;
 	napi_value argv[1], handle;
 	uint32_t ring_bytes = 16u << 20, max_socks = 262144, wakeup = 256u << 10, max_udp = 65536, sweep_ms = 0;
+	uint32_t fault_alloc = 0, fault_handoff = 0;
 	char btf_path[4096] = "", cgroup_path[4096] = "";
 	int cgroup_fd = -1;
 	struct tracer *t;
@@ -422,6 +484,8 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		get_u32_prop(env, argv[0], "maxUdpFlows", &max_udp);
 		get_u32_prop(env, argv[0], "sweepMs", &sweep_ms);
 		get_str_prop(env, argv[0], "cgroupPath", cgroup_path, sizeof(cgroup_path));
+		get_u32_prop(env, argv[0], "faultAllocEvery", &fault_alloc);
+		get_u32_prop(env, argv[0], "faultHandoffEvery", &fault_handoff);
 	}
 
 	log_len = 0;
@@ -435,6 +499,8 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 	}
 	t->stats_fd = -1;
 	t->sweep_ms = sweep_ms;
+	t->fault_alloc_every = fault_alloc;
+	t->fault_handoff_every = fault_handoff;
 	LIBBPF_OPTS(bpf_object_open_opts, oopts, .btf_custom_path = btf_path[0] ? btf_path : NULL);
 	t->skel = convis_bpf__open_opts(&oopts);
 	if (!t->skel) {
@@ -580,7 +646,7 @@ static napi_value js_start(napi_env env, napi_callback_info info)
 	}
 	NAPI_CALL(env, napi_create_string_utf8(env, "convis-poll", NAPI_AUTO_LENGTH, &name));
 	NAPI_CALL(env, napi_create_threadsafe_function(env, argv[1], NULL, name, TSFN_QUEUE, 1,
-						       NULL, NULL, NULL, call_js, &t->tsfn));
+						       NULL, NULL, t, call_js, &t->tsfn));
 	atomic_store(&t->stop, false);
 	err = pthread_create(&t->thread, NULL, poll_thread, t);
 	if (err) {
@@ -772,8 +838,9 @@ static napi_value js_close(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
-/* stats(handle) -> number[CONVIS_STAT_MAX + 2]: the kernel counters summed
- * over CPUs, then sweeps run and sweeps that failed */
+/* stats(handle) -> number[CONVIS_STAT_MAX + 2 + LOST_KINDS]: the kernel
+ * counters summed over CPUs, then sweeps run and sweeps that failed, then the
+ * records the bridge lost: connection, process, DNS, other */
 static napi_value js_stats(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], arr, v;
@@ -783,11 +850,15 @@ static napi_value js_stats(napi_env env, napi_callback_info info)
 	t = tracer_arg(env, info, argv, 1);
 	if (!t)
 		return NULL;
-	NAPI_CALL(env, napi_create_array_with_length(env, CONVIS_STAT_MAX + 2, &arr));
+	NAPI_CALL(env, napi_create_array_with_length(env, CONVIS_STAT_MAX + 2 + LOST_KINDS, &arr));
 	napi_create_double(env, (double)t->sweeps, &v);
 	napi_set_element(env, arr, CONVIS_STAT_MAX, v);
 	napi_create_double(env, (double)t->sweep_errors, &v);
 	napi_set_element(env, arr, CONVIS_STAT_MAX + 1, v);
+	for (k = 0; k < LOST_KINDS; k++) {
+		napi_create_double(env, (double)atomic_load(&t->lost[k]), &v);
+		napi_set_element(env, arr, CONVIS_STAT_MAX + 2 + k, v);
+	}
 	if (t->stats_fd < 0 || t->ncpus <= 0)
 		return arr;
 	uint64_t *vals = calloc((size_t)t->ncpus, sizeof(uint64_t));

@@ -22,6 +22,12 @@ export interface Health {
   deferredUpdates: number;
   sinks: { name: string; sent: number; dropped: number; failed?: number; queueDepth?: number }[];
   containers: { lookups: number; unknown: number; runtimeErrors: number };
+  /** entries each bounded cache forgot to stay within its bound, by cache */
+  evictions?: Record<string, number>;
+  /** batches sent on before their container lookups finished because the pipeline's backlog was full */
+  releasedBatches?: number;
+  /** command lines cut to their cap */
+  cmdlinesTruncated?: number;
 }
 
 const FLOW_FAMILIES: { name: string; help: string; proto: 'tcp' | 'udp'; counter: keyof FlowCounters }[] = [
@@ -58,7 +64,7 @@ const HEALTH_HELP: { name: string; type: MetricType; help: string }[] = [
   { name: 'convis_flows', type: 'gauge', help: 'Flows (label sets) kept for the convis_tcp_* counters.' },
   { name: 'convis_flows_overflow_total', type: 'counter', help: 'Events folded into the overflow flow because the flow cap was reached.' },
   { name: 'convis_events_total', type: 'counter', help: 'Records received from the kernel, by kind.' },
-  { name: 'convis_events_lost_total', type: 'counter', help: 'Events the kernel could not deliver (ring buffer full), by what they were.' },
+  { name: 'convis_events_lost_total', type: 'counter', help: 'Events lost on the way from the kernel (ring buffer full, or the native bridge could not pass them on), by what they were.' },
   { name: 'convis_untracked_sockets_total', type: 'counter', help: 'Connections not tracked because the kernel socket map was full.' },
   { name: 'convis_udp_uncounted_datagrams_total', type: 'counter', help: 'UDP datagrams not counted because the kernel UDP flow map was full.' },
   { name: 'convis_updates_deferred_total', type: 'counter', help: 'Live updates the ring buffer could not take; their bytes were carried by a later report.' },
@@ -70,6 +76,13 @@ const HEALTH_HELP: { name: string; type: MetricType; help: string }[] = [
   { name: 'convis_container_lookups_total', type: 'counter', help: 'Container runtime API lookups made.' },
   { name: 'convis_container_lookup_errors_total', type: 'counter', help: 'Container runtime lookups that failed because a runtime was unavailable.' },
   { name: 'convis_container_unknown_total', type: 'counter', help: 'Container ids that no runtime knew.' },
+  { name: 'convis_cache_evictions_total', type: 'counter', help: 'Entries a bounded cache forgot to stay within its bound, by cache.' },
+  {
+    name: 'convis_pipeline_released_batches_total',
+    type: 'counter',
+    help: 'Batches sent on before their container lookups finished because the backlog waiting for lookups was full (their events may lack container names).',
+  },
+  { name: 'convis_cmdlines_truncated_total', type: 'counter', help: 'Command lines cut to 4096 characters (their events say cmd_truncated).' },
 ];
 
 const helpOf = (name: string) => HEALTH_HELP.find((h) => h.name === name) as { name: string; type: MetricType; help: string };
@@ -128,6 +141,9 @@ export class Registry implements MetricsSource {
       fam('convis_container_lookups_total', [{ labels: node, value: h.containers.lookups }]),
       fam('convis_container_lookup_errors_total', [{ labels: node, value: h.containers.runtimeErrors }]),
       fam('convis_container_unknown_total', [{ labels: node, value: h.containers.unknown }]),
+      fam('convis_cache_evictions_total', Object.entries(h.evictions ?? {}).map(([cache, value]) => ({ labels: { ...node, cache }, value }))),
+      fam('convis_pipeline_released_batches_total', [{ labels: node, value: h.releasedBatches ?? 0 }]),
+      fam('convis_cmdlines_truncated_total', [{ labels: node, value: h.cmdlinesTruncated ?? 0 }]),
     ];
   }
 }

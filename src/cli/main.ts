@@ -55,7 +55,8 @@ Options:
   --btf FILE                  BTF to read CO-RE relocations from (the kernel still needs its own BTF)
   --proc-root DIR             procfs to read processes from (default: /proc)
   --sys-root DIR              sysfs root (default: /sys)
-  --ring-buffer-mib N         kernel-to-agent ring buffer size, a power of two (default: 16)
+  --ring-buffer SIZE          kernel-to-agent ring buffer size, a power of two from 4KiB to 1GiB (default: 16MiB)
+  --ring-buffer-mib N         the same in MiB
   --cri-socket PATH           CRI runtime socket (default: containerd's or CRI-O's usual one, if present)
   --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
   --max-flows N               most flows the metrics keep; more fold into an overflow flow (default: 10000)
@@ -86,6 +87,10 @@ async function run(config: Config, log: Logger): Promise<number> {
   // filled in below; the registry reads them only when it is collected
   let tracer: Tracer | undefined;
   let containers: Containers | undefined;
+  let processes: ProcessCache | undefined;
+  let dns: DnsNames | undefined;
+  let pipeline: Pipeline | undefined;
+  let cgroups: CgroupIndex | undefined;
   let sinks: Sink[] = [];
 
   // a bad policy is a usage error, found before anything is loaded
@@ -109,6 +114,15 @@ async function run(config: Config, log: Logger): Promise<number> {
         deferredUpdates: t?.deferredUpdates ?? 0,
         sinks: sinks.map((s) => ({ name: s.name, ...s.stats() })),
         containers: { lookups: c?.lookups ?? 0, unknown: c?.unknown ?? 0, runtimeErrors: c?.runtimeErrors ?? 0 },
+        evictions: {
+          processes: processes?.stats().evicted ?? 0,
+          containers: c?.evicted ?? 0,
+          unknown_containers: c?.unknownEvicted ?? 0,
+          cgroups: cgroups?.evicted ?? 0,
+          dns_names: dns?.stats().evicted ?? 0,
+        },
+        releasedBatches: pipeline?.stats().released ?? 0,
+        cmdlinesTruncated: processes?.stats().cmdTruncated ?? 0,
       };
     },
   });
@@ -146,15 +160,13 @@ async function run(config: Config, log: Logger): Promise<number> {
   }
   const t = tracer;
 
-  const processes = new ProcessCache({ procRoot: config.procRoot, cmdline: config.cmdline });
-  containers = new Containers({
-    ...runtimes,
-    log,
-    ...(cgroupPath ? { cgroups: new CgroupIndex({ root: cgroupPath }) } : {}),
-  });
-  const dns = new DnsNames();
+  processes = new ProcessCache({ procRoot: config.procRoot, cmdline: config.cmdline });
+  if (cgroupPath) cgroups = new CgroupIndex({ root: cgroupPath });
+  containers = new Containers({ ...runtimes, log, ...(cgroups ? { cgroups } : {}) });
+  dns = new DnsNames();
   const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset, dns });
-  const pipeline = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
+  const pipe = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
+  pipeline = pipe;
   // SIGHUP reloads the policy; one that does not load leaves the old one in force
   const reload = () => {
     if (!policy) {
@@ -172,7 +184,7 @@ async function run(config: Config, log: Logger): Promise<number> {
 
   t.start((records) => {
     counts.add(records);
-    pipeline.push(records);
+    pipe.push(records);
   });
   // after attach, so no process can slip between the scan and the exec events
   processes.scan();
@@ -186,14 +198,20 @@ async function run(config: Config, log: Logger): Promise<number> {
   log.debug(`programs: ${t.programs.join(', ')}`);
 
   let lostReported = 0;
-  const healthTimer = setInterval(() => {
+  const warnLost = () => {
     const s = t.stats();
     const lost = s.lostConnEvents + s.lostProcEvents;
     if (lost > lostReported) {
-      log.warn(`the kernel dropped ${lost - lostReported} events (ring buffer full); raise --ring-buffer-mib`);
+      const b = s.bridgeLost;
+      const bridge = b.connection + b.process;
+      log.warn(
+        `lost ${lost - lostReported} events (${lost} since start: ${s.lostConnEvents} connection, ${s.lostProcEvents} process` +
+          `${bridge > 0 ? `; ${bridge} of them in the native bridge` : ''}); the agent fell behind: raise --ring-buffer`,
+      );
       lostReported = lost;
     }
-  }, 5_000);
+  };
+  const healthTimer = setInterval(warnLost, 5_000);
   healthTimer.unref();
 
   function shutdown(): Promise<void> {
@@ -202,7 +220,8 @@ async function run(config: Config, log: Logger): Promise<number> {
       clearInterval(healthTimer);
       process.off('SIGHUP', reload);
       await t.stop();
-      await pipeline.drain();
+      warnLost();
+      await pipe.drain();
       // metrics sinks take their final snapshot here
       await Promise.all(sinks.map((s) => s.close()));
       for (const r of runtimes.runtimes) r.close();
@@ -221,6 +240,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     lost: s.lostConnEvents + s.lostProcEvents,
     lost_conn_events: s.lostConnEvents,
     lost_proc_events: s.lostProcEvents,
+    lost_in_bridge: s.bridgeLost,
     untracked_sockets: s.untrackedSockets,
     uncounted_datagrams: s.uncountedDatagrams,
     deferred_updates: s.deferredUpdates,
@@ -231,7 +251,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     containers: containers.stats(),
     dns: dns.stats(),
     lost_dns_answers: s.lostDnsAnswers,
-    pipeline: pipeline.stats(),
+    pipeline: pipe.stats(),
     ...(flows ? { flows: flows.size, flows_folded: flows.folded } : {}),
     ...(policy ? { alerts: policy.alerts } : {}),
     sinks: Object.fromEntries(sinks.map((k) => [k.name, k.stats()])),

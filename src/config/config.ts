@@ -5,6 +5,7 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { parseSizeBytes } from './size.js';
 import { parseDurationMs } from './duration.js';
 import { ConfigError } from './errors.js';
 import { parseFlags } from './flags.js';
@@ -84,6 +85,22 @@ export function defaultNodeName(procRoot: string, ownHostname: () => string = ho
   return ownHostname();
 }
 
+/** The ring buffer's size from --ring-buffer SIZE (4KiB to 1GiB) or --ring-buffer-mib N, a power of two (default 16 MiB). */
+function ringBufferBytes(size: string | undefined, mib: string | undefined): number {
+  if (size !== undefined && mib !== undefined) throw new ConfigError('give --ring-buffer or --ring-buffer-mib, not both');
+  if (mib !== undefined) {
+    const n = positiveInt('--ring-buffer-mib', mib);
+    if ((n & (n - 1)) !== 0 || n > 1024) throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${n}`);
+    return n * MIB;
+  }
+  if (size === undefined) return 16 * MIB;
+  const bytes = parseSizeBytes(size) ?? NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 4096 || bytes > 1024 * MIB || (bytes & (bytes - 1)) !== 0) {
+    throw new ConfigError(`--ring-buffer must be a power of two from 4KiB to 1GiB (e.g. 64KiB, 16MiB), not ${JSON.stringify(size)}`);
+  }
+  return bytes;
+}
+
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const values = parseFlags(argv, {
     sink: { type: 'string', multiple: true },
@@ -95,6 +112,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     'proc-root': { type: 'string' },
     'sys-root': { type: 'string' },
     'ring-buffer-mib': { type: 'string' },
+    'ring-buffer': { type: 'string' },
     'cri-socket': { type: 'string' },
     'podman-socket': { type: 'string' },
     'max-flows': { type: 'string' },
@@ -116,10 +134,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   const cmdline = (values.cmdline ?? 'redacted') as CmdlineMode;
   if (!CMDLINE_MODES.includes(cmdline)) throw new ConfigError(`--cmdline must be full, redacted or none, not ${JSON.stringify(values.cmdline)}`);
-  const ringMib = values['ring-buffer-mib'] === undefined ? 16 : positiveInt('--ring-buffer-mib', values['ring-buffer-mib']);
-  if ((ringMib & (ringMib - 1)) !== 0 || ringMib > 1024) {
-    throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${ringMib}`);
-  }
+  const ringBytes = ringBufferBytes(values['ring-buffer'], values['ring-buffer-mib']);
   let intervalMs = 10_000;
   if (values.interval !== undefined) {
     const ms = parseDurationMs(values.interval);
@@ -139,7 +154,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     ...(values.btf !== undefined ? { btfPath: values.btf } : {}),
     procRoot,
     sysRoot: values['sys-root'] ?? '/sys',
-    ringBytes: ringMib * MIB,
+    ringBytes,
     ...(values['cri-socket'] !== undefined ? { criSocket: values['cri-socket'] } : {}),
     ...(values['podman-socket'] !== undefined ? { podmanSocket: values['podman-socket'] } : {}),
     ...(env.DOCKER_HOST ? { dockerHost: env.DOCKER_HOST } : {}),

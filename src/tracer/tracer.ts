@@ -22,6 +22,10 @@ export interface TracerOptions {
   btfPath?: string;
   /** where sysfs is mounted (default /sys) */
   sysRoot?: string;
+  /** tests only: make the native bridge fail every Nth batch allocation (its loss counters must count) */
+  faultAllocEvery?: number;
+  /** tests only: make the native bridge fail every Nth hand-over of a batch */
+  faultHandoffEvery?: number;
 }
 
 export interface TracerStats {
@@ -29,17 +33,19 @@ export interface TracerStats {
   records: number;
   /** records the decoder could not read */
   malformed: number;
-  /** connection events the kernel could not deliver (ring buffer full) */
+  /** connection events lost: the kernel's ring buffer was full, or the native bridge could not pass them on */
   lostConnEvents: number;
-  /** process events the kernel could not deliver (ring buffer full) */
+  /** process events lost, the same ways */
   lostProcEvents: number;
+  /** of the lost records, those the native bridge lost (no memory for a batch, a batch not handed to JS) */
+  bridgeLost: { connection: number; process: number; dns: number; other: number };
   /** connections not tracked because the socket map was full */
   untrackedSockets: number;
   /** UDP datagrams not counted because the UDP flow map was full */
   uncountedDatagrams: number;
   /** updates the ring buffer could not take (their bytes go with the next sweep's) */
   deferredUpdates: number;
-  /** DNS answers the ring buffer could not take (their names stay unknown) */
+  /** DNS answers the ring buffer could not take or the bridge lost (their names stay unknown) */
   lostDnsAnswers: number;
   sweeps: number;
   sweepErrors: number;
@@ -47,7 +53,10 @@ export interface TracerStats {
 
 export type RecordsListener = (records: KernelRecord[]) => void;
 
-function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath'>> & { btfPath?: string; cgroupPath?: string } {
+type Validated = Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery'>> &
+  Pick<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery'>;
+
+function validate(o: TracerOptions): Validated {
   const ringBytes = o.ringBytes ?? 16 << 20;
   if (!Number.isInteger(ringBytes) || ringBytes < 4096 || ringBytes > 2 ** 31 || (ringBytes & (ringBytes - 1)) !== 0) {
     throw new RangeError(`ringBytes must be a power of two between 4096 and 2^31, got ${ringBytes}`);
@@ -56,7 +65,8 @@ function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath' | 'c
   if (!Number.isInteger(maxSockets) || maxSockets < 1 || maxSockets > 1 << 24) {
     throw new RangeError(`maxSockets must be an integer between 1 and 2^24, got ${maxSockets}`);
   }
-  const wakeupBytes = o.wakeupBytes ?? 256 << 10;
+  // a small ring wakes its consumer a quarter full, so it is read before it fills
+  const wakeupBytes = o.wakeupBytes ?? Math.min(256 << 10, ringBytes / 4);
   if (!Number.isInteger(wakeupBytes) || wakeupBytes < 0 || wakeupBytes > ringBytes) {
     throw new RangeError(`wakeupBytes must be between 0 and ringBytes, got ${wakeupBytes}`);
   }
@@ -68,7 +78,22 @@ function validate(o: TracerOptions): Required<Omit<TracerOptions, 'btfPath' | 'c
   if (!Number.isInteger(sweepMs) || sweepMs < 0 || sweepMs > 2 ** 31) throw new RangeError(`sweepMs must be a whole number of ms, got ${sweepMs}`);
   if (o.btfPath !== undefined && typeof o.btfPath !== 'string') throw new TypeError('btfPath must be a string');
   if (o.cgroupPath !== undefined && typeof o.cgroupPath !== 'string') throw new TypeError('cgroupPath must be a string');
-  return { ringBytes, maxSockets, maxUdpFlows, wakeupBytes, sweepMs, btfPath: o.btfPath, cgroupPath: o.cgroupPath, sysRoot: o.sysRoot ?? '/sys' };
+  for (const k of ['faultAllocEvery', 'faultHandoffEvery'] as const) {
+    const v = o[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 2 ** 32 - 1)) throw new RangeError(`${k} must be a whole number, got ${v}`);
+  }
+  return {
+    ringBytes,
+    maxSockets,
+    maxUdpFlows,
+    wakeupBytes,
+    sweepMs,
+    btfPath: o.btfPath,
+    cgroupPath: o.cgroupPath,
+    sysRoot: o.sysRoot ?? '/sys',
+    faultAllocEvery: o.faultAllocEvery,
+    faultHandoffEvery: o.faultHandoffEvery,
+  };
 }
 
 /**
@@ -115,6 +140,8 @@ export class Tracer {
         sweepMs: o.sweepMs,
         ...(o.btfPath !== undefined ? { btfPath: o.btfPath } : {}),
         ...(o.cgroupPath !== undefined ? { cgroupPath: o.cgroupPath } : {}),
+        ...(o.faultAllocEvery ? { faultAllocEvery: o.faultAllocEvery } : {}),
+        ...(o.faultHandoffEvery ? { faultHandoffEvery: o.faultHandoffEvery } : {}),
       });
       return new Tracer(binding, handle);
     } catch (e) {
@@ -168,14 +195,17 @@ export class Tracer {
 
   stats(): TracerStats {
     const k = this.handle ? this.binding.stats(this.handle) : this.finalKernelStats;
+    const b = (i: number) => k[KernelStat.max + 2 + i] ?? 0;
+    const bridgeLost = { connection: b(0), process: b(1), dns: b(2), other: b(3) };
     return {
       ...this.counters,
-      lostConnEvents: k[KernelStat.rbDropConn] ?? 0,
-      lostProcEvents: k[KernelStat.rbDropProc] ?? 0,
+      lostConnEvents: (k[KernelStat.rbDropConn] ?? 0) + bridgeLost.connection,
+      lostProcEvents: (k[KernelStat.rbDropProc] ?? 0) + bridgeLost.process,
+      bridgeLost,
       untrackedSockets: k[KernelStat.socksFull] ?? 0,
       uncountedDatagrams: k[KernelStat.udpFull] ?? 0,
       deferredUpdates: k[KernelStat.rbDropUpdate] ?? 0,
-      lostDnsAnswers: k[KernelStat.rbDropDns] ?? 0,
+      lostDnsAnswers: (k[KernelStat.rbDropDns] ?? 0) + bridgeLost.dns,
       sweeps: k[KernelStat.max] ?? 0,
       sweepErrors: k[KernelStat.max + 1] ?? 0,
     };
