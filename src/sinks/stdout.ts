@@ -191,6 +191,8 @@ export interface StdoutSinkOptions {
   maxBufferBytes?: number;
   /** for the lines that say dropping began and ended */
   log?: Logger;
+  /** how long close() waits for a reader to take what is written (default 5000 ms); what it did not take is counted as dropped */
+  closeTimeoutMs?: number;
 }
 
 export const DEFAULT_STDOUT_BUFFER_BYTES = 16 << 20;
@@ -206,10 +208,17 @@ export class StdoutSink implements Sink {
   private readonly log: Logger | undefined;
   /** events dropped since the reader fell behind; undefined while it keeps up */
   private droppingSince: number | undefined;
+  /** events written to the stream that it has not finished with */
+  private pending = 0;
+  /** set when close() gave up waiting: later completions are not counted again */
+  private abandoned = false;
+  private readonly closeTimeoutMs: number;
+  private settled: (() => void) | undefined;
 
   constructor(options: StdoutSinkOptions) {
     this.stream = options.stream ?? process.stdout;
     this.maxBufferBytes = options.maxBufferBytes ?? DEFAULT_STDOUT_BUFFER_BYTES;
+    this.closeTimeoutMs = options.closeTimeoutMs ?? 5000;
     this.log = options.log;
     this.write1 = options.format === 'json' ? writeJsonEvent : writeTextLine;
     this.stream.on('error', (err: NodeJS.ErrnoException) => {
@@ -242,25 +251,44 @@ export class StdoutSink implements Sink {
     }
     // one write per batch, not per event
     for (const e of events) this.write1(w, e);
-    w.writeTo(this.stream);
-    this.counters.sent += events.length;
+    // sent once the stream is done with them: what a reader never took is dropped, not sent
+    const n = events.length;
+    this.pending += n;
+    w.writeTo(this.stream, (err) => {
+      if (this.abandoned) return;
+      this.pending -= n;
+      if (err) this.counters.dropped += n;
+      else this.counters.sent += n;
+      if (this.pending === 0) this.settled?.();
+    });
   }
 
-  /** Resolves once everything written has left the process (stdout itself stays open). */
+  /** Resolves once everything written has left the process, or after closeTimeoutMs with the rest counted as dropped. */
   async close(): Promise<void> {
-    if (this.broken) return;
-    if (this.stream === process.stdout) {
-      if (this.stream.writableLength === 0) return;
-      // a reader that goes away meanwhile ends the wait too
+    // until everything written has left the process, or the reader has gone
+    // away (EPIPE fails the pending writes), or closeTimeoutMs has passed
+    if (this.pending > 0) {
+      let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
-        for (const ev of ['drain', 'close', 'error']) this.stream.once(ev, () => resolve());
+        this.settled = resolve;
+        timer = setTimeout(resolve, this.closeTimeoutMs);
       });
+      clearTimeout(timer);
+    }
+    if (this.pending > 0) {
+      this.log?.warn(`stdout: the reader did not take the last ${this.pending} events within ${this.closeTimeoutMs / 1000} s; counted as dropped`);
+      this.counters.dropped += this.pending;
+      this.pending = 0;
+      this.abandoned = true;
       return;
     }
+    // stdout itself stays open; a stream of our own is ended
+    if (this.broken || this.stream === process.stdout) return;
     await new Promise<void>((resolve) => this.stream.end(resolve));
   }
 
+  /** queueDepth: events written to the stream that have not left the process yet */
   stats(): SinkStats {
-    return { ...this.counters };
+    return { ...this.counters, queueDepth: this.pending };
   }
 }

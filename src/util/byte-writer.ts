@@ -162,7 +162,7 @@ export class ByteWriter {
    * over. The buffer goes back into use once the stream says it is done with
    * it: no fresh (page-faulting) memory per batch.
    */
-  writeTo(stream: { write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean }): void {
+  writeTo(stream: { write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean }, done?: (err?: Error | null) => void): void {
     const used = this.buf;
     const n = this.pos;
     this.pos = 0;
@@ -170,14 +170,18 @@ export class ByteWriter {
     // holds what they are, not a whole buffer each
     if (n < used.length >> 3) {
       this.held += n;
-      stream.write(Buffer.from(used.subarray(0, n)), () => (this.held -= n));
+      stream.write(Buffer.from(used.subarray(0, n)), (err) => {
+        this.held -= n;
+        done?.(err);
+      });
       return;
     }
     this.buf = this.spare.pop() ?? Buffer.allocUnsafe(used.length);
     this.held += used.length;
-    stream.write(used.subarray(0, n), () => {
+    stream.write(used.subarray(0, n), (err) => {
       this.held -= used.length;
       if (this.spare.length < 4) this.spare.push(used);
+      done?.(err);
     });
   }
 

@@ -88,9 +88,10 @@ export class Agent {
     return this.child.pid!;
   }
 
-  /** Starts bin/convis with a JSON stdout sink and waits until it is tracing. */
+  /** Starts bin/convis with a JSON stdout sink (unless extraArgs has a stdout sink of its own) and waits until it is tracing. */
   static async start(extraArgs: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
-    const child = spawn(process.execPath, [convisBin, '--sink', 'stdout,format=json', ...extraArgs], {
+    const ownStdout = extraArgs.some((a, i) => extraArgs[i - 1] === '--sink' && a.startsWith('stdout'));
+    const child = spawn(process.execPath, [convisBin, ...(ownStdout ? [] : ['--sink', 'stdout,format=json']), ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env,
     });
@@ -111,6 +112,15 @@ export class Agent {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; have ${JSON.stringify(this.events.slice(-10))}`);
       await sleep(20);
     }
+  }
+
+  /** Stops reading the agent's stdout (a reader that stalls: the pipe fills); resumeReading() reads on. */
+  pauseReading(): void {
+    this.child.stdout!.pause();
+  }
+
+  resumeReading(): void {
+    this.child.stdout!.resume();
   }
 
   /** Sends the agent a signal (SIGHUP: reload). */

@@ -237,7 +237,7 @@ describe('StdoutSink', () => {
     assert.equal(stream.chunks.length, 2);
     assert.equal(stream.chunks[0], batch.map((e) => `${toTextLine(e)}\n`).join(''));
     assert.equal(stream.chunks[1], `${toTextLine(ev('accept', { direction: 'inbound' }))}\n`);
-    assert.deepEqual(sink.stats(), { sent: 4, dropped: 0 });
+    assert.deepEqual(sink.stats(), { sent: 4, dropped: 0, queueDepth: 0 });
     assert.equal(sink.name, 'stdout');
   });
 
@@ -266,15 +266,15 @@ describe('StdoutSink', () => {
     assert.equal(stream.chunks.length, 1);
 
     stream.failWith = errno('EPIPE');
-    sink.write([ev('close'), ev('close')]); // handed to the stream before the reader was known gone
+    sink.write([ev('close'), ev('close')]); // handed to the stream before the reader was known gone: the write fails
     await tick();
     await tick();
     assert.equal(closed, 1);
-    assert.deepEqual(sink.stats(), { sent: 3, dropped: 0 });
+    assert.deepEqual(sink.stats(), { sent: 1, dropped: 2, queueDepth: 0 });
 
     sink.write([ev('connect'), ev('accept'), ev('close')]);
     sink.write([ev('connect')]);
-    assert.deepEqual(sink.stats(), { sent: 3, dropped: 4 });
+    assert.deepEqual(sink.stats(), { sent: 1, dropped: 6, queueDepth: 0 });
     assert.equal(stream.chunks.length, 1);
 
     // a second error on the broken stream does not call onClosed again, nor throw
@@ -293,7 +293,7 @@ describe('StdoutSink', () => {
     await tick();
     await tick();
     sink.write([ev('connect')]);
-    assert.deepEqual(sink.stats(), { sent: 1, dropped: 1 });
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, queueDepth: 0 }, 'the failed write is dropped, not sent');
   });
 
   test('any other stream error is reported once with the error, and later events are counted as dropped', () => {
@@ -304,7 +304,7 @@ describe('StdoutSink', () => {
     stream.emit('error', errno('EIO'));
     assert.deepEqual(seen, ['EIO']);
     sink.write([ev('connect')]);
-    assert.deepEqual(sink.stats(), { sent: 0, dropped: 1 });
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 1, queueDepth: 0 });
   });
 
   test('close() ends the stream after what was written', async () => {
@@ -428,7 +428,7 @@ test('a reader that stops reading: output held up to max_buffer, then batches dr
   await tick();
   const held = sink.stats();
   assert.ok(held.dropped > 0, 'dropped past the bound');
-  assert.equal(held.sent + held.dropped, written, 'every event either written or counted');
+  assert.equal(held.sent + held.dropped + (held.queueDepth ?? 0), written, 'every event written, waiting to be, or counted as dropped');
   // only about max_buffer is held for the stalled reader, not everything
   assert.ok(stream.writableLength < 64 * 1024 + 200 * 1024, `held ${stream.writableLength} bytes`);
   assert.equal(lines.filter((l) => /not keeping up/.test(l)).length, 1, 'one line when dropping starts');
@@ -438,8 +438,28 @@ test('a reader that stops reading: output held up to max_buffer, then batches dr
   await tick();
   sink.write(batch);
   written += batch.length;
+  stream.release();
+  await tick();
   const after = sink.stats();
-  assert.equal(after.sent, held.sent + batch.length, 'writes again once the reader caught up');
+  assert.equal(after.queueDepth, 0);
+  assert.ok(after.sent > held.sent, 'writes again once the reader caught up');
   assert.equal(after.sent + after.dropped, written);
   assert.match(lines.at(-1) ?? '', new RegExp(`caught up; ${held.dropped} events were dropped`));
+});
+
+test('close() with a reader that never reads: waits closeTimeoutMs, then counts what it did not take as dropped', async () => {
+  const stream = new StalledReader();
+  const lines: string[] = [];
+  const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), debug: () => undefined, verbose: false };
+  const sink = new StdoutSink({ format: 'text', stream, log, closeTimeoutMs: 100 });
+  sink.write([ev('connect'), ev('close')]);
+  const t0 = Date.now();
+  await sink.close();
+  assert.ok(Date.now() - t0 >= 90);
+  assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, queueDepth: 0 });
+  assert.match(lines.join('\n'), /did not take the last 2 events within 0.1 s; counted as dropped/);
+  // a late completion does not count them again
+  stream.release();
+  await tick();
+  assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, queueDepth: 0 });
 });
