@@ -136,6 +136,8 @@ export function parseRetryAfter(value: string | undefined, nowMs: number): numbe
   let ms: number;
   if (/^\d+(\.\d+)?$/.test(v)) ms = Number(v) * 1000;
   else {
+    // every HTTP date names its month; Date.parse alone takes "-5" for a day in 2001
+    if (!/[A-Za-z]{3}/.test(v)) return undefined;
     const at = Date.parse(v);
     if (!Number.isFinite(at)) return undefined;
     ms = at - nowMs;
