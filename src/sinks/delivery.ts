@@ -227,6 +227,8 @@ type Answer =
   | { kind: 'status'; status: number; reason: string; body: string; retryAfter: string | undefined }
   | { kind: 'error'; error: unknown; stale: boolean }
   | { kind: 'cut'; error: unknown }
+  /** Node refused to make the request (a header value it does not take, say): repeating it cannot help */
+  | { kind: 'invalid'; error: unknown }
   | { kind: 'timeout' }
   | { kind: 'aborted' };
 
@@ -500,6 +502,9 @@ export class HttpDelivery<T> {
       case 'cut':
         this.retry(items, 'net:cut', `answer cut off (${errorText(answer.error)})`, undefined);
         return;
+      case 'invalid':
+        this.refused(items, 'invalid', `cannot make the request (${errorText(answer.error)})`);
+        return;
       case 'error': {
         const code = (answer.error as NodeJS.ErrnoException)?.code ?? 'error';
         this.retry(items, `net:${code}`, errorText(answer.error), undefined);
@@ -678,8 +683,7 @@ export class HttpDelivery<T> {
       try {
         req = (endpoint.protocol === 'https:' ? https : http).request(endpoint, { method: 'POST', headers, agent: this.agent });
       } catch (e) {
-        // a header value Node refuses, say
-        resolve({ kind: 'error', error: e, stale: false });
+        resolve({ kind: 'invalid', error: e });
         return;
       }
       const timer = setTimeout(() => {
