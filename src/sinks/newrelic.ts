@@ -38,19 +38,21 @@
  *   503 "service temporarily unavailable: retry request". Calls over 10 s
  *   time out.
  *
- * Delivery: write() converts and queues (bounded; the oldest go first when
- * it is full); a timer and a full batch start sends; one request is in
+ * Delivery is HttpDelivery's (./delivery.ts), shared with every network
+ * sink: write() converts and queues (bounded; the oldest go first when it
+ * is full); a timer and a full batch start sends; one request is in
  * flight at a time, so order is kept. 2xx: sent. 413 or an oversized
  * gzip: the batch is halved until it fits (one event that alone is too
- * big is dropped). 408, 429, 5xx, network errors and timeouts: the same
- * batch is retried with exponential backoff and jitter, or after
- * Retry-After. Any other status (400, 403, 415, ...): the batch is
- * dropped and counted as failed. Failures are logged when they start and
- * when sending works again, never per request; no log line holds the key.
+ * big is dropped, its request counted as failed). 408, 429, 5xx, network
+ * errors and timeouts: the batch goes back to the head of the queue and
+ * is retried with exponential backoff and jitter, or after Retry-After;
+ * the wait belongs to the delivery, so events dropped from a full queue
+ * meanwhile never shorten it. Any other status (400, 403, 415, ...): the
+ * batch is dropped and counted as failed. Failures are logged once per
+ * kind when they start and once when sending works again, never per
+ * request; no log line holds the key.
  */
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { EnvCredentials } from '../config/config.js';
@@ -58,6 +60,7 @@ import { ConfigError } from '../config/errors.js';
 import { readCredentialFile } from '../config/secrets.js';
 import type { ConnectionEvent } from '../metadata/event.js';
 import type { Logger } from '../util/log.js';
+import { HttpDelivery } from './delivery.js';
 import type { Sink, SinkStats } from './sink.js';
 
 const gzipAsync = promisify(gzip);
@@ -311,7 +314,7 @@ export function toNewRelicEvent(e: ConnectionEvent): NewRelicEvent {
 }
 
 export interface NewRelicSinkStats extends SinkStats {
-  /** of dropped: events New Relic refused (400, 403, ...) and that are not retried */
+  /** requests New Relic refused (400, 403, ...) and that are not retried; their events are in dropped */
   failed: number;
   /** events waiting or in flight */
   queueDepth: number;
@@ -319,7 +322,7 @@ export interface NewRelicSinkStats extends SinkStats {
 
 export interface NewRelicSinkDeps {
   log: Logger;
-  /** clock for Retry-After dates and the close deadline (ms since the epoch) */
+  /** clock for Retry-After dates (ms since the epoch) */
   now?: () => number;
 }
 
@@ -338,159 +341,77 @@ function version(): string {
   return cachedVersion;
 }
 
-/** A FIFO with O(1) push and shift-from-front (a plain array's shift() is O(n)). */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(v: T): void {
-    this.items.push(v);
-  }
-  /** Removes up to n items from the front. */
-  take(n: number): T[] {
-    const out = this.items.slice(this.head, this.head + n);
-    this.head += out.length;
-    this.compact();
-    return out;
-  }
-  /** Drops n items from the front; returns how many. */
-  drop(n: number): number {
-    const k = Math.min(n, this.length);
-    this.head += k;
-    this.compact();
-    return k;
-  }
-  private compact(): void {
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head > 4096 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-  }
-}
-
-type PostResult =
-  | { status: number; retryAfter: string | undefined }
-  /** stale: a kept-alive socket the server had already closed (retried at once, as Node's docs advise) */
-  | { error: NodeJS.ErrnoException; stale: boolean };
-type Outcome = 'sent' | 'too-large' | 'rejected' | 'abandoned';
-
 function positive(name: string, v: number | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   if (!Number.isFinite(v) || v <= 0) throw new RangeError(`NewRelicSink: ${name} must be a positive number`);
   return v;
 }
 
-/** Retry-After as milliseconds from now: delta-seconds or an HTTP date. */
-function retryAfterMs(v: string | undefined, now: number): number | undefined {
-  if (v === undefined) return undefined;
-  const t = v.trim();
-  if (/^[0-9]+$/.test(t)) return Number(t) * 1000;
-  const at = Date.parse(t);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-/** The longest Retry-After obeyed: a server asking for more is retried after this. */
-const MAX_RETRY_AFTER_MS = 5 * 60_000;
-
 export class NewRelicSink implements Sink {
   readonly name = 'newrelic';
-  private readonly o: NewRelicOptions;
-  private readonly log: Logger;
-  private readonly now: () => number;
-  private readonly maxEvents: number;
-  private readonly maxBytes: number;
-  private readonly maxQueue: number;
-  private readonly backoffMs: number;
-  private readonly maxBackoffMs: number;
-  private readonly requestTimeoutMs: number;
-  private readonly closeTimeoutMs: number;
-  private readonly host: string;
-  private readonly headers: Record<string, string>;
-  private readonly agent: http.Agent;
   private readonly timer: NodeJS.Timeout;
-
-  private readonly queue = new Fifo<NewRelicEvent>();
-  private readonly counters = { sent: 0, dropped: 0, failed: 0 };
-  private inFlight = 0;
-  private flushDue = false;
-  private pumping: Promise<void> | null = null;
-  private closed = false;
+  private readonly delivery: HttpDelivery<NewRelicEvent>;
   private closing: Promise<void> | null = null;
-  /** set at the close deadline: stop retrying, count what is left as dropped */
-  private abandoned = false;
-  /** events of an in-flight batch given up at the close deadline (already in dropped) */
-  private inFlightLost = 0;
-  private request: http.ClientRequest | null = null;
-  private wake: (() => void) | null = null;
-
-  /** the failure being reported, so that it is logged once, not per request */
-  private failing = false;
-  private overflowing = false;
-  private reportedTooLarge = false;
+  private closed = false;
 
   constructor(options: NewRelicOptions, deps: NewRelicSinkDeps) {
-    this.o = options;
-    this.log = deps.log;
-    this.now = deps.now ?? Date.now;
-    this.maxEvents = Math.floor(positive('maxEventsPerPost', options.maxEventsPerPost, EVENT_API_MAX_EVENTS_PER_POST));
-    this.maxBytes = positive('maxBytesPerPost', options.maxBytesPerPost, EVENT_API_MAX_BYTES_PER_POST);
-    this.maxQueue = Math.floor(positive('maxQueueEvents', options.maxQueueEvents, 100_000));
+    const maxEvents = Math.floor(positive('maxEventsPerPost', options.maxEventsPerPost, EVENT_API_MAX_EVENTS_PER_POST));
+    const maxBytes = positive('maxBytesPerPost', options.maxBytesPerPost, EVENT_API_MAX_BYTES_PER_POST);
+    const maxQueue = Math.floor(positive('maxQueueEvents', options.maxQueueEvents, 100_000));
     const flushMs = positive('flushMs', options.flushMs, 5000);
-    this.backoffMs = positive('backoffMs', options.backoffMs, 500);
-    this.maxBackoffMs = positive('maxBackoffMs', options.maxBackoffMs, 30_000);
-    this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000);
-    this.closeTimeoutMs = positive('closeTimeoutMs', options.closeTimeoutMs, 10_000);
     const u = options.endpoint;
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError('NewRelicSink: endpoint must be http or https');
-    // only the host is ever logged: a path or query could hold anything
-    this.host = u.host;
     if (u.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)) {
-      this.log.warn(`newrelic: endpoint ${this.host} is plain http: the insert key crosses the network unencrypted`);
+      deps.log.warn(`newrelic: endpoint ${u.host} is plain http: the insert key crosses the network unencrypted`);
     }
-    this.headers = {
+    const headers = {
       'Content-Type': 'application/json',
       'Content-Encoding': 'gzip',
       [options.keyHeader ?? 'X-Insert-Key']: options.key,
       'User-Agent': `convis/${version()}`,
     };
-    // the API supports HTTP/1.1 persistent connections; one socket, one request at a time
-    const agentOptions = { keepAlive: true, maxSockets: 1 };
-    this.agent = u.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
-    this.timer = setInterval(() => this.kick(true), flushMs);
+    this.delivery = new HttpDelivery<NewRelicEvent>({
+      name: 'newrelic',
+      endpoint: u,
+      log: deps.log,
+      encode: (events) => gzipAsync(JSON.stringify(events)),
+      headers: () => headers,
+      secrets: [options.key],
+      unitNoun: 'event',
+      itemNoun: 'event',
+      maxQueueItems: maxQueue,
+      maxItemsPerRequest: maxEvents,
+      // the limit is on the bytes on the wire, so it is checked after gzip
+      maxBodyBytes: maxBytes,
+      // "408 request timed out": documented, and worth another try
+      retryStatuses: [408],
+      hint: (s) => (s === 401 || s === 403 ? 'check the insert key and the account id' : s === 404 ? 'check the endpoint' : undefined),
+      ...(options.backoffMs !== undefined ? { initialBackoffMs: positive('backoffMs', options.backoffMs, 500) } : {}),
+      ...(options.maxBackoffMs !== undefined ? { maxBackoffMs: positive('maxBackoffMs', options.maxBackoffMs, 30_000) } : {}),
+      requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, 15_000),
+      ...(options.closeTimeoutMs !== undefined ? { closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, 10_000) } : {}),
+      ...(deps.now ? { now: deps.now } : {}),
+    });
+    this.timer = setInterval(() => this.delivery.flush(), flushMs);
     this.timer.unref();
   }
 
   write(events: readonly ConnectionEvent[]): void {
     if (events.length === 0) return;
     if (this.closed) {
-      this.counters.dropped += events.length;
+      this.delivery.drop(events.length);
       return;
     }
+    const converted: NewRelicEvent[] = [];
     for (const e of events) {
-      let ev: NewRelicEvent;
       try {
-        ev = toNewRelicEvent(e);
+        converted.push(toNewRelicEvent(e));
       } catch {
         // a malformed event must not take the capture path down
-        this.counters.dropped++;
-        continue;
-      }
-      this.queue.push(ev);
-    }
-    const over = this.queue.length - this.maxQueue;
-    if (over > 0) {
-      this.counters.dropped += this.queue.drop(over);
-      if (!this.overflowing) {
-        this.overflowing = true;
-        this.log.warn(`newrelic: queue full (${this.maxQueue} events); dropping the oldest until ${this.host} takes events again`);
+        this.delivery.drop(1);
       }
     }
-    if (this.queue.length >= this.maxEvents) this.kick(false);
+    this.delivery.pushAll(converted);
   }
 
   /** Sends everything queued; waits at most closeTimeoutMs, then counts what is left as dropped. */
@@ -502,230 +423,11 @@ export class NewRelicSink implements Sink {
   private async shutDown(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    this.kick(true);
-    const deadline = this.now() + this.closeTimeoutMs;
-    let gaveUp: NodeJS.Timeout | undefined;
-    await Promise.race([
-      (async () => {
-        // a pump that ends while events remain (it never should) is started again
-        while (this.pumping) {
-          await this.pumping;
-          if (this.queue.length > 0 && !this.abandoned) this.kick(true);
-        }
-      })(),
-      new Promise<void>((resolve) => {
-        gaveUp = setTimeout(resolve, Math.max(0, deadline - this.now()));
-      }),
-    ]);
-    clearTimeout(gaveUp);
-    if (this.pumping) {
-      this.abandoned = true;
-      this.request?.destroy();
-      this.wake?.();
-      await this.pumping;
-    }
-    const left = this.queue.drop(this.queue.length);
-    const lost = left + this.inFlightLost;
-    this.counters.dropped += left;
-    if (lost > 0) this.log.warn(`newrelic: ${lost} events not sent to ${this.host} before shutdown`);
-    this.agent.destroy();
+    await this.delivery.close();
   }
 
   stats(): NewRelicSinkStats {
-    return { ...this.counters, queueDepth: this.queue.length + this.inFlight };
-  }
-
-  /** Starts the send loop unless it runs; force also sends a partial batch. */
-  private kick(force: boolean): void {
-    if (force) this.flushDue = true;
-    if (this.pumping || this.abandoned) return;
-    if (this.queue.length === 0 || (!this.flushDue && this.queue.length < this.maxEvents)) {
-      if (this.queue.length === 0) this.flushDue = false;
-      return;
-    }
-    this.pumping = this.pump()
-      .catch((err: unknown) => {
-        // a bug, not a network failure: say so once and keep the agent running
-        this.log.warn(`newrelic: send loop failed: ${err instanceof Error ? err.message : String(err)}`);
-      })
-      .finally(() => {
-        this.pumping = null;
-      });
-  }
-
-  /** Sends full batches, and partial ones while a flush is due, one request at a time. */
-  private async pump(): Promise<void> {
-    while (!this.abandoned) {
-      const n = this.queue.length;
-      if (n === 0) {
-        this.flushDue = false;
-        return;
-      }
-      if (n < this.maxEvents && !this.flushDue) return;
-      const batch = this.queue.take(this.maxEvents);
-      this.inFlight = batch.length;
-      try {
-        await this.deliver(batch);
-      } finally {
-        this.inFlight = 0;
-      }
-    }
-  }
-
-  /**
-   * Sends one batch: halves it while it is too big (before sending, or on
-   * 413), retries it while the failure is temporary. Halves go in order,
-   * so events reach New Relic in the order they were written.
-   */
-  private async deliver(batch: NewRelicEvent[]): Promise<void> {
-    const work: NewRelicEvent[][] = [batch];
-    while (work.length > 0) {
-      const part = work.shift() as NewRelicEvent[];
-      if (this.abandoned) {
-        this.giveUp(part.length + work.reduce((s, w) => s + w.length, 0));
-        return;
-      }
-      const body = await gzipAsync(JSON.stringify(part));
-      let outcome: Outcome = body.length > this.maxBytes ? 'too-large' : await this.send(body);
-      if (outcome === 'too-large') {
-        if (part.length > 1) {
-          const half = Math.ceil(part.length / 2);
-          work.unshift(part.slice(0, half), part.slice(half));
-          continue;
-        }
-        this.counters.dropped++;
-        this.inFlight--;
-        if (!this.reportedTooLarge) {
-          this.reportedTooLarge = true;
-          this.log.warn(`newrelic: dropped an event that is too large for ${this.host} even alone (counted as dropped)`);
-        }
-        continue;
-      }
-      if (outcome === 'sent') {
-        this.counters.sent += part.length;
-        if (this.queue.length === 0) this.overflowing = false;
-      } else if (outcome === 'rejected') {
-        this.counters.failed += part.length;
-        this.counters.dropped += part.length;
-      } else {
-        this.giveUp(part.length + work.reduce((s, w) => s + w.length, 0));
-        return;
-      }
-      this.inFlight -= part.length;
-    }
-  }
-
-  private giveUp(n: number): void {
-    this.counters.dropped += n;
-    this.inFlightLost += n;
-    this.inFlight = 0;
-  }
-
-  /** POSTs one gzipped body until it is accepted, refused, too large, or the sink gives up. */
-  private async send(body: Buffer): Promise<Outcome> {
-    let staleRetried = false;
-    for (let attempt = 0; ; attempt++) {
-      if (this.abandoned) return 'abandoned';
-      const r = await this.post(body);
-      let wait: number;
-      if ('error' in r) {
-        if (this.abandoned) return 'abandoned';
-        if (r.stale && !staleRetried) {
-          staleRetried = true;
-          attempt--;
-          continue;
-        }
-        this.failed(`cannot send to ${this.host} (${r.error.code ?? r.error.message}); retrying`);
-        wait = this.backoff(attempt);
-      } else {
-        const s = r.status;
-        if (s >= 200 && s < 300) {
-          this.recovered();
-          return 'sent';
-        }
-        if (s === 413) return 'too-large';
-        const what = `${s} ${http.STATUS_CODES[s] ?? ''}`.trim();
-        if (s === 408 || s === 429 || s >= 500) {
-          this.failed(`${what} from ${this.host}; retrying with backoff, events queue meanwhile`);
-          const asked = retryAfterMs(r.retryAfter, this.now());
-          wait = asked !== undefined ? Math.min(asked, MAX_RETRY_AFTER_MS) : this.backoff(attempt);
-        } else {
-          const hint = s === 403 || s === 401 ? ' (check the insert key and the account id)' : s === 404 ? ' (check the endpoint)' : '';
-          this.failed(`${what} from ${this.host}${hint}; events are dropped, not retried`);
-          return 'rejected';
-        }
-      }
-      await this.sleep(wait);
-    }
-  }
-
-  /** Exponential backoff with "equal jitter": half fixed, half random. */
-  private backoff(attempt: number): number {
-    const d = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** Math.min(attempt, 30));
-    return d / 2 + Math.random() * (d / 2);
-  }
-
-  private failed(msg: string): void {
-    if (this.failing) return;
-    this.failing = true;
-    this.log.warn(`newrelic: ${msg}`);
-  }
-
-  private recovered(): void {
-    if (!this.failing) return;
-    this.failing = false;
-    this.log.info(`newrelic: sending to ${this.host} again`);
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        this.wake = null;
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.wake = done;
-    });
-  }
-
-  private post(body: Buffer): Promise<PostResult> {
-    return new Promise((resolve) => {
-      const mod = this.o.endpoint.protocol === 'https:' ? https : http;
-      let req: http.ClientRequest;
-      try {
-        req = mod.request(this.o.endpoint, {
-          method: 'POST',
-          agent: this.agent,
-          headers: { ...this.headers, 'Content-Length': String(body.length) },
-          timeout: this.requestTimeoutMs,
-        });
-      } catch (err) {
-        resolve({ error: err as NodeJS.ErrnoException, stale: false });
-        return;
-      }
-      this.request = req;
-      const finish = (r: PostResult): void => {
-        if (this.request === req) this.request = null;
-        resolve(r);
-      };
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        const ra = res.headers['retry-after'];
-        const retryAfter = Array.isArray(ra) ? ra[0] : ra;
-        // the body is not needed, but must be read for the socket to be reused
-        res.resume();
-        res.on('end', () => finish({ status, retryAfter }));
-        res.on('close', () => finish({ status, retryAfter }));
-        res.on('error', () => finish({ status, retryAfter }));
-      });
-      req.on('timeout', () => {
-        const err: NodeJS.ErrnoException = new Error(`no answer within ${this.requestTimeoutMs} ms`);
-        err.code = 'ETIMEDOUT';
-        req.destroy(err);
-      });
-      req.on('error', (err: NodeJS.ErrnoException) => finish({ error: err, stale: req.reusedSocket && err.code === 'ECONNRESET' }));
-      req.end(body);
-    });
+    const { sent, dropped, failed, queueDepth } = this.delivery.stats();
+    return { sent, dropped, failed, queueDepth };
   }
 }

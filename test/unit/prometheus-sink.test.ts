@@ -513,23 +513,26 @@ describe('PrometheusSink delivery against a test server', { timeout: 60_000 }, (
     assert.deepEqual(sink.stats(), { sent: 6, dropped: 0, failed: 0, queueDepth: 0 });
   });
 
-  test('queue full while a request waits to retry: that oldest one goes, and is counted', async () => {
+  test('queue full while a request waits to retry: that oldest one goes, and is counted; its wait stays', async () => {
     await fresh();
     server.answer = (_r, n) => (n === 1 ? { status: 503 } : { status: 204 });
     const log = captureLog();
-    // a long backoff: the first request sits waiting to retry
-    const sink = new PrometheusSink(sinkOptions(server, { maxQueue: 2 }), { source: countingSource(), log, initialBackoffMs: 60_000 });
-    sink.snapshotNow(); // 1: sent, 503, waits
-    await until('first attempt', () => server.received.length === 1);
-    await sleep(20);
-    for (let i = 2; i <= 5; i++) sink.snapshotNow(); // 2, 3 queue; 4 pushes out 1; 5 pushes out 2
+    // the first retry waits 0.5 to 1 s
+    const sink = new PrometheusSink(sinkOptions(server, { maxQueue: 2 }), { source: countingSource(), log, initialBackoffMs: 1000 });
+    sink.snapshotNow(); // 1: sent, 503, back at the head of the queue to wait
+    await until('the 503 read', () => log.lines.some((l) => l.msg.includes('503')));
+    for (let i = 2; i <= 5; i++) sink.snapshotNow(); // 2 queues; 3 pushes out 1, 4 pushes out 2, 5 pushes out 3
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 6, failed: 0, queueDepth: 2 });
     await until('drained', () => sink.stats().queueDepth === 0);
-    assert.deepEqual(server.received.map((_, i) => server.snapshotOf(i)), [1, 3, 4, 5]);
-    assert.deepEqual(sink.stats(), { sent: 6, dropped: 4, failed: 0, queueDepth: 0 });
+    assert.deepEqual(server.received.map((_, i) => server.snapshotOf(i)), [1, 4, 5]);
+    // dropping the request that earned the wait did not end it: the next request waited it out
+    const gap = (server.received[1]?.at as number) - (server.received[0]?.at as number);
+    assert.ok(gap >= 450, `the next attempt came ${gap} ms after the 503`);
+    assert.deepEqual(sink.stats(), { sent: 4, dropped: 6, failed: 0, queueDepth: 0 });
     const full = visible(log).filter((l) => l.msg.includes('queue full'));
     assert.equal(full.length, 1, log.text());
     await sink.close();
-    assert.deepEqual(sink.stats(), { sent: 8, dropped: 4, failed: 0, queueDepth: 0 });
+    assert.deepEqual(sink.stats(), { sent: 6, dropped: 6, failed: 0, queueDepth: 0 });
   });
 
   test('queue full while a request is being sent: the oldest waiting one goes', async () => {

@@ -2,26 +2,29 @@
  * prometheus sink: Prometheus remote write 1.0. Every interval it takes a
  * snapshot of the metrics registry (not of events: write() is a no-op),
  * encodes it in requests of at most maxSeriesPerRequest series and queues
- * them; one sender POSTs them in order.
+ * them; the shared delivery (../delivery.ts) POSTs them in order, one at a
+ * time.
  *
- * Delivery policy (after the spec and Prometheus' own queue manager):
+ * Delivery policy (after the spec and Prometheus' own queue manager; the
+ * rules are HttpDelivery's, shared with every network sink):
  * - network errors, timeouts, 5xx and 429 are retried with exponential
- *   backoff and jitter (0.5 s doubling to 30 s; Retry-After is honoured);
+ *   backoff and jitter (0.5 s doubling to 30 s; Retry-After is honoured),
+ *   and the gaps between attempts never shrink while the endpoint is down;
  * - any other status (4xx, 3xx) will not get better by repeating the same
  *   bytes: the request is dropped and counted as failed;
  * - the queue is bounded; when it is full the oldest request goes (the
- *   latest snapshot is kept whole). The snapshots are cumulative counters,
- *   so a newer one carries everything an older one did and totals stay
- *   right: only resolution is lost.
+ *   latest snapshot is kept whole), and that may be the one waiting to be
+ *   retried: the wait stays, and the next request waits it out. The
+ *   snapshots are cumulative counters, so a newer one carries everything
+ *   an older one did and totals stay right: only resolution is lost.
  * - a failure is logged once when it starts (or changes kind) and once when
  *   delivery recovers, never once per retry. No log line carries a secret:
- *   the endpoint is shown without credentials or query, and a response body
- *   quoted in a log has the password, token and header values masked.
+ *   the endpoint is shown without credentials or query, and every line,
+ *   with any response body it quotes, has the password, token and header
+ *   values masked.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import { setImmediate } from 'node:timers/promises';
 
 import type { MetricFamily, MetricsSource } from '../../aggregate/metrics.js';
@@ -31,6 +34,7 @@ import { ConfigError } from '../../config/errors.js';
 import type { EnvCredentials } from '../../config/config.js';
 import { readCredentialFile, secrets } from '../../config/secrets.js';
 import type { Logger } from '../../util/log.js';
+import { HttpDelivery } from '../delivery.js';
 import type { Sink, SinkStats } from '../sink.js';
 import { countSamples, DEFAULT_MAX_SERIES_PER_REQUEST, encodeWriteRequest, splitFamilies } from './remote-write.js';
 
@@ -48,7 +52,7 @@ export interface PrometheusSinkOptions {
   intervalMs: number;
   /** series per request (default 2000) */
   maxSeriesPerRequest?: number;
-  /** requests held waiting, besides the one being sent, while the endpoint is slow or down (default 100); the latest snapshot is always kept whole */
+  /** requests held waiting (one waiting to be retried among them), besides the one being sent, while the endpoint is slow or down (default 100); the latest snapshot is always kept whole */
   maxQueue?: number;
 }
 
@@ -80,14 +84,6 @@ export interface PrometheusSinkStats extends SinkStats {
 export const DEFAULT_INTERVAL_MS = 10_000;
 export const DEFAULT_MAX_QUEUE = 100;
 const MAX_INTERVAL_MS = 3_600_000;
-const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
-const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
-const DEFAULT_INITIAL_BACKOFF_MS = 500;
-const DEFAULT_MAX_BACKOFF_MS = 30_000;
-/** a Retry-After longer than this is taken as this */
-const MAX_RETRY_AFTER_MS = 300_000;
-/** how much of an error answer's body is read and quoted */
-const MAX_BODY_QUOTED = 200;
 
 const KEYS = ['endpoint', 'username', 'password', 'password_file', 'bearer_token_file', 'interval'];
 const HEADER_PREFIX = 'header.';
@@ -211,11 +207,6 @@ export function parsePrometheusOptions(o: Record<string, string>, env: EnvCreden
   return options;
 }
 
-/** The endpoint as logs show it: no credentials, no query (either may hold a secret). */
-export function endpointForLogs(url: URL): string {
-  return `${url.protocol}//${url.host}${url.pathname}`;
-}
-
 function packageVersion(): string {
   try {
     const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
@@ -232,43 +223,6 @@ interface QueuedRequest {
   snapshot: number;
 }
 
-type Outcome =
-  | { kind: 'ok' }
-  | { kind: 'fatal'; key: string; message: string }
-  | { kind: 'retry'; key: string; message: string; retryAfterMs?: number; quiet?: boolean }
-  | { kind: 'aborted' };
-
-/** Seconds or an HTTP date, as milliseconds from now; undefined when absent or unreadable. */
-function parseRetryAfter(value: string | undefined, nowMs: number): number | undefined {
-  if (value === undefined) return undefined;
-  const v = value.trim();
-  let ms: number;
-  if (/^\d+(\.\d+)?$/.test(v)) ms = Number(v) * 1000;
-  else {
-    const at = Date.parse(v);
-    if (!Number.isFinite(at)) return undefined;
-    ms = at - nowMs;
-  }
-  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
-}
-
-function errorText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  const byCode: Record<string, string> = {
-    ECONNREFUSED: 'connection refused',
-    ECONNRESET: 'connection reset',
-    ENOTFOUND: 'host not found',
-    EAI_AGAIN: 'host name lookup failed',
-    ETIMEDOUT: 'connect timed out',
-    EHOSTUNREACH: 'host unreachable',
-    ENETUNREACH: 'network unreachable',
-    EPIPE: 'connection closed while sending',
-  };
-  if (err?.code && byCode[err.code]) return `${byCode[err.code]} (${err.code})`;
-  if (err?.code) return `${err.message} (${err.code})`;
-  return err?.message ?? String(e);
-}
-
 export class PrometheusSink implements Sink {
   readonly name = 'prometheus';
   private readonly options: PrometheusSinkOptions;
@@ -276,44 +230,17 @@ export class PrometheusSink implements Sink {
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly maxSeries: number;
-  private readonly maxQueue: number;
-  private readonly initialBackoffMs: number;
-  private readonly maxBackoffMs: number;
-  private readonly requestTimeoutMs: number;
-  private readonly closeTimeoutMs: number;
-  private readonly target: string;
-  private readonly prefix: string;
-  private readonly agent: http.Agent;
   private readonly userAgent: string;
   private readonly timer: NodeJS.Timeout;
-  /** aborts the request in flight and any backoff when close() gives up */
-  private readonly shutdown = new AbortController();
-
-  private readonly queue: QueuedRequest[] = [];
-  private inflight: QueuedRequest | undefined;
-  /** set when overflow dropped the request in flight while it waited to retry */
-  private inflightDropped = false;
-  /** ends the current backoff wait early */
-  private wake: (() => void) | undefined;
-  private pumping: Promise<void> | undefined;
+  private readonly delivery: HttpDelivery<QueuedRequest>;
   private closing: Promise<void> | undefined;
   private stopped = false;
 
-  private sent = 0;
-  private dropped = 0;
-  private failed = 0;
   private lastTimestampMs = 0;
   private snapshots = 0;
   /** encoding of large snapshots, chained so that requests queue in order */
   private encoding: Promise<void> = Promise.resolve();
   private encodesPending = 0;
-  /** consecutive retryable failures, for the backoff; reset by any answer that is not retried */
-  private attempt = 0;
-  /** the failure kinds logged since delivery last worked (each is logged once) */
-  private readonly failures = new Set<string>();
-  private failuresSinceLog = 0;
-  private droppedAtFailure = 0;
-  private overflowing = false;
   /** the snapshot failure last logged (collect or encode), until one works again */
   private snapshotError: string | undefined;
 
@@ -327,17 +254,31 @@ export class PrometheusSink implements Sink {
     this.log = deps.log;
     this.now = deps.now ?? Date.now;
     this.maxSeries = positiveInt(options.maxSeriesPerRequest ?? DEFAULT_MAX_SERIES_PER_REQUEST, 'maxSeriesPerRequest');
-    this.maxQueue = positiveInt(options.maxQueue ?? DEFAULT_MAX_QUEUE, 'maxQueue');
+    const maxQueue = positiveInt(options.maxQueue ?? DEFAULT_MAX_QUEUE, 'maxQueue');
     if (!(options.intervalMs > 0)) throw new RangeError(`PrometheusSink: intervalMs must be positive, not ${options.intervalMs}`);
-    this.initialBackoffMs = deps.initialBackoffMs ?? DEFAULT_INITIAL_BACKOFF_MS;
-    this.maxBackoffMs = deps.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
-    this.requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    this.closeTimeoutMs = deps.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
-    this.target = endpointForLogs(options.endpoint);
-    this.prefix = `prometheus remote write to ${this.target}`;
-    const agentOptions = { keepAlive: true, maxSockets: 1 };
-    this.agent = options.endpoint.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
     this.userAgent = `convis/${packageVersion()}`;
+    this.delivery = new HttpDelivery<QueuedRequest>({
+      name: 'prometheus remote write',
+      endpoint: options.endpoint,
+      log: deps.log,
+      // a request is encoded whole when its snapshot is taken
+      encode: (requests) => (requests[0] as QueuedRequest).body,
+      headers: () => this.headers(),
+      secrets: [options.password, ...Object.values(options.headers)],
+      units: (r) => r.samples,
+      unitNoun: 'sample',
+      itemNoun: 'request',
+      maxQueueItems: maxQueue,
+      // the latest snapshot is kept whole: its requests only push out older snapshots'
+      mayDrop: (oldest, newest) => oldest.snapshot < newest.snapshot,
+      hint: (status) => this.authHint(status),
+      overflowNote: 'counters stay right, resolution is lost',
+      ...(deps.initialBackoffMs !== undefined ? { initialBackoffMs: deps.initialBackoffMs } : {}),
+      ...(deps.maxBackoffMs !== undefined ? { maxBackoffMs: deps.maxBackoffMs } : {}),
+      ...(deps.requestTimeoutMs !== undefined ? { requestTimeoutMs: deps.requestTimeoutMs } : {}),
+      ...(deps.closeTimeoutMs !== undefined ? { closeTimeoutMs: deps.closeTimeoutMs } : {}),
+      now: this.now,
+    });
     // unref: the sink never keeps the process alive on its own
     this.timer = setInterval(() => void this.snapshotNow(), options.intervalMs).unref();
   }
@@ -387,14 +328,16 @@ export class PrometheusSink implements Sink {
 
   private encodeBatch(batch: MetricFamily[], timestampMs: number, snapshot: number): void {
     const samples = countSamples(batch);
+    let body: Buffer;
     try {
-      this.enqueue({ body: encodeWriteRequest(batch, timestampMs), samples, snapshot });
-      this.snapshotWorked();
+      body = encodeWriteRequest(batch, timestampMs);
     } catch (e) {
-      this.dropped += samples;
+      this.delivery.drop(samples);
       this.encodeFailed(e, 'encoding');
+      return;
     }
-    this.kick();
+    this.snapshotWorked();
+    this.delivery.push({ body, samples, snapshot });
   }
 
   private encodeFailed(e: unknown, what: string): void {
@@ -421,171 +364,19 @@ export class PrometheusSink implements Sink {
   }
 
   stats(): PrometheusSinkStats {
-    return {
-      sent: this.sent,
-      dropped: this.dropped,
-      failed: this.failed,
-      queueDepth: this.queue.length + (this.inflight ? 1 : 0),
-    };
+    const { sent, dropped, failed, queueDepth } = this.delivery.stats();
+    return { sent, dropped, failed, queueDepth };
   }
 
   private async finish(): Promise<void> {
     clearInterval(this.timer);
     await this.snapshotNow();
     this.stopped = true;
-    // a backoff under way would eat into the time left: try at once
-    this.wake?.();
-    const droppedBefore = this.dropped;
-    const deadline = setTimeout(() => this.shutdown.abort(), this.closeTimeoutMs);
-    try {
-      while (this.pumping) await this.pumping;
-    } finally {
-      clearTimeout(deadline);
-    }
-    let left = 0;
-    for (const r of this.queue.splice(0)) left += r.samples;
-    this.dropped += left;
-    if (this.shutdown.signal.aborted) {
-      this.log.warn(`${this.prefix}: gave up at exit after ${this.closeTimeoutMs / 1000} s; ${this.dropped - droppedBefore} samples not delivered`);
-    }
-    this.agent.destroy();
+    await this.delivery.close();
   }
 
-  /**
-   * Queues a request; when the queue is full the oldest request of an
-   * older snapshot goes. The latest snapshot is always kept whole, even
-   * when it alone is more than maxQueue requests.
-   */
-  private enqueue(request: QueuedRequest): void {
-    if (this.queue.length >= this.maxQueue) {
-      const inflight = this.inflight;
-      const oldest = this.queue[0];
-      // the request in flight is the oldest; while it only waits to retry, it is the one to go
-      if (inflight && inflight.snapshot < request.snapshot && this.wake && !this.inflightDropped) {
-        this.inflightDropped = true;
-        this.wake();
-      } else if (oldest && oldest.snapshot < request.snapshot) {
-        this.queue.shift();
-        this.dropped += oldest.samples;
-      } else {
-        this.queue.push(request);
-        return;
-      }
-      if (!this.overflowing) {
-        this.overflowing = true;
-        this.log.warn(
-          `${this.prefix}: queue full (${this.maxQueue} requests); dropping the oldest ` +
-            `(counted in convis_sink_dropped_total; counters stay right, resolution is lost)`,
-        );
-      }
-    }
-    this.queue.push(request);
-  }
-
-  private kick(): void {
-    if (this.pumping || this.queue.length === 0) return;
-    this.pumping = this.pump().finally(() => {
-      this.pumping = undefined;
-      // something queued while the loop was ending
-      if (!this.shutdown.signal.aborted) this.kick();
-    });
-  }
-
-  /** The one sender: requests strictly in order. Never rejects. */
-  private async pump(): Promise<void> {
-    while (this.queue.length > 0 && !this.shutdown.signal.aborted) {
-      const request = this.queue.shift() as QueuedRequest;
-      this.inflight = request;
-      this.inflightDropped = false;
-      try {
-        await this.deliver(request);
-      } catch (e) {
-        // a bug, not a delivery failure: count it and go on
-        this.dropped += request.samples;
-        this.log.warn(`${this.prefix}: internal error (${(e as Error)?.message ?? e}); request dropped`);
-      }
-      this.inflight = undefined;
-      if (this.queue.length === 0) this.overflowing = false;
-    }
-  }
-
-  private async deliver(request: QueuedRequest): Promise<void> {
-    let quietRetried = false;
-    for (;;) {
-      if (this.shutdown.signal.aborted || this.inflightDropped) {
-        this.dropped += request.samples;
-        return;
-      }
-      const outcome = await this.post(request.body);
-      switch (outcome.kind) {
-        case 'ok':
-          this.sent += request.samples;
-          this.attempt = 0;
-          this.recovered();
-          return;
-        case 'aborted':
-          this.dropped += request.samples;
-          return;
-        case 'fatal':
-          this.failed++;
-          this.attempt = 0;
-          this.failing(outcome.key, `${outcome.message}; request dropped, not retried`);
-          this.dropped += request.samples;
-          return;
-        case 'retry': {
-          if (outcome.quiet && !quietRetried) {
-            // a kept-alive connection the server had already closed: try once more at once, on a new one
-            quietRetried = true;
-            continue;
-          }
-          const base = Math.min(this.maxBackoffMs, this.initialBackoffMs * 2 ** Math.min(this.attempt, 30));
-          // "equal jitter": between half and all of the step
-          const delay = outcome.retryAfterMs ?? base / 2 + (Math.random() * base) / 2;
-          this.attempt++;
-          this.failing(outcome.key, `${outcome.message}; retrying ${outcome.retryAfterMs === undefined ? 'with backoff' : 'when Retry-After says'}`);
-          this.log.debug(`${this.prefix}: retry in ${Math.round(delay)} ms`);
-          await this.sleep(delay);
-        }
-      }
-    }
-  }
-
-  private failing(key: string, message: string): void {
-    this.failuresSinceLog++;
-    if (this.failures.has(key)) return;
-    if (this.failures.size === 0) this.droppedAtFailure = this.dropped;
-    this.failures.add(key);
-    this.log.warn(message);
-  }
-
-  private recovered(): void {
-    if (this.failures.size === 0) return;
-    const lost = this.dropped - this.droppedAtFailure;
-    this.log.info(
-      `${this.prefix}: delivering again after ${this.failuresSinceLog} failed ` +
-        `attempt${this.failuresSinceLog === 1 ? '' : 's'}${lost > 0 ? ` (${lost} samples dropped meanwhile)` : ''}`,
-    );
-    this.failures.clear();
-    this.failuresSinceLog = 0;
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.shutdown.signal;
-      const done = () => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        this.wake = undefined;
-        resolve();
-      };
-      // unref: a backoff alone never holds the process; close() holds it while it waits
-      const t = setTimeout(done, ms).unref();
-      signal.addEventListener('abort', done);
-      this.wake = done;
-    });
-  }
-
-  private async headers(body: Buffer): Promise<{ headers: Record<string, string> } | { outcome: Outcome }> {
+  /** The headers of one request; the bearer token is read from its file each time, so it may be rotated. */
+  private async headers(): Promise<Record<string, string>> {
     const h: Record<string, string> = {};
     let hasUserAgent = false;
     for (const [name, value] of Object.entries(this.options.headers)) {
@@ -596,7 +387,6 @@ export class PrometheusSink implements Sink {
     h['Content-Encoding'] = 'snappy';
     h['Content-Type'] = 'application/x-protobuf';
     h['X-Prometheus-Remote-Write-Version'] = '0.1.0';
-    h['Content-Length'] = String(body.length);
     const { username, password, bearerTokenFile } = this.options;
     if (username !== undefined) {
       h.Authorization = `Basic ${Buffer.from(`${username}:${password ?? ''}`, 'utf8').toString('base64')}`;
@@ -607,24 +397,12 @@ export class PrometheusSink implements Sink {
         // a rotated token is a credential too
         secrets.add(token);
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? 'error';
-        return { outcome: { kind: 'retry', key: `token:${code}`, message: `${this.prefix}: cannot read bearer_token_file ${bearerTokenFile} (${code})` } };
+        throw new Error(`cannot read bearer_token_file ${bearerTokenFile} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
       }
-      if (token === '' || BAD_HEADER_VALUE.test(token)) {
-        return { outcome: { kind: 'retry', key: 'token:bad', message: `${this.prefix}: bearer_token_file ${bearerTokenFile} holds no usable token` } };
-      }
+      if (token === '' || BAD_HEADER_VALUE.test(token)) throw new Error(`bearer_token_file ${bearerTokenFile} holds no usable token`);
       h.Authorization = `Bearer ${token}`;
     }
-    return { headers: h };
-  }
-
-  /** Masks what the options hold secret, should an answer echo it. */
-  private redact(text: string, headers: Record<string, string>): string {
-    const secrets = [this.options.password, ...Object.values(this.options.headers), headers.Authorization, headers.Authorization?.replace(/^\S+ /, '')]
-      .filter((s): s is string => s !== undefined && s.length >= 3);
-    let out = text;
-    for (const s of secrets) out = out.split(s).join('***');
-    return out;
+    return h;
   }
 
   private authHint(status: number): string | undefined {
@@ -636,79 +414,6 @@ export class PrometheusSink implements Sink {
     }
     if (status === 403) return 'the credentials are not allowed to write here; check them and any tenant header';
     if (status === 404 || status === 405) return 'check the endpoint path, e.g. /api/v1/write; Prometheus needs --web.enable-remote-write-receiver';
-    if (status === 413) return 'request too large for the endpoint';
-    if (status >= 300 && status < 400) return 'redirects are not followed; give the final URL as endpoint';
     return undefined;
-  }
-
-  private async post(body: Buffer): Promise<Outcome> {
-    const built = await this.headers(body);
-    if ('outcome' in built) return built.outcome;
-    const headers = built.headers;
-    const signal = this.shutdown.signal;
-    if (signal.aborted) return { kind: 'aborted' };
-    const prefix = this.prefix;
-    return new Promise<Outcome>((resolve) => {
-      let settled = false;
-      const settle = (o: Outcome) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        resolve(o);
-      };
-      const req = (this.options.endpoint.protocol === 'https:' ? https : http).request(this.options.endpoint, {
-        method: 'POST',
-        headers,
-        agent: this.agent,
-      });
-      const timer = setTimeout(() => {
-        req.destroy();
-        settle({ kind: 'retry', key: 'net:timeout', message: `${prefix}: no answer within ${this.requestTimeoutMs / 1000} s` });
-      }, this.requestTimeoutMs);
-      const onAbort = () => {
-        req.destroy();
-        settle({ kind: 'aborted' });
-      };
-      signal.addEventListener('abort', onAbort);
-      req.on('error', (e) => {
-        const code = (e as NodeJS.ErrnoException).code ?? 'error';
-        const quiet = req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
-        settle({ kind: 'retry', key: `net:${code}`, message: `${prefix}: ${errorText(e)}`, ...(quiet ? { quiet } : {}) });
-      });
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        const chunks: Buffer[] = [];
-        let kept = 0;
-        res.on('data', (c: Buffer) => {
-          if (kept < 4096) {
-            chunks.push(c);
-            kept += c.length;
-          }
-        });
-        res.on('error', (e) => settle({ kind: 'retry', key: 'net:response', message: `${prefix}: answer cut off (${errorText(e)})` }));
-        res.on('end', () => {
-          if (status >= 200 && status < 300) {
-            settle({ kind: 'ok' });
-            return;
-          }
-          const reason = res.statusMessage || http.STATUS_CODES[status] || '';
-          let quoted = Buffer.concat(chunks).toString('utf8').replace(/\s+/g, ' ').trim();
-          if (quoted.length > MAX_BODY_QUOTED) quoted = `${quoted.slice(0, MAX_BODY_QUOTED)}…`;
-          quoted = this.redact(quoted, headers);
-          if (quoted.toLowerCase() === reason.toLowerCase()) quoted = '';
-          const hint = this.authHint(status);
-          const message = `${prefix}: ${status} ${reason}${quoted ? `: ${quoted}` : ''}${hint ? ` (${hint})` : ''}`;
-          if (status === 429 || status >= 500) {
-            const retryAfter = res.headers['retry-after'];
-            const retryAfterMs = parseRetryAfter(Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, this.now());
-            settle({ kind: 'retry', key: `status:${status}`, message, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
-          } else {
-            settle({ kind: 'fatal', key: `status:${status}`, message });
-          }
-        });
-      });
-      req.end(body);
-    });
   }
 }
