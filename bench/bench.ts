@@ -46,6 +46,7 @@ import {
   cpuMs,
   enableBpfStats,
   freePort,
+  metricSum,
   peakRssKiB,
   ROOT,
   runChurn,
@@ -417,19 +418,6 @@ interface NginxRun {
   measure?: AgentMeasure;
   /** metrics mode: convis_tcp_connections_total inbound on nginx's port, from /metrics */
   portAccepts?: number;
-}
-
-/** The sum of the samples of one family in a /metrics text whose labels include all of `labels`. */
-function metricSum(text: string, family: string, labels: Record<string, string>): number {
-  let sum = 0;
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${family}{`)) continue;
-    const close = line.lastIndexOf('}');
-    const labelText = line.slice(family.length + 1, close);
-    if (want.every((w) => labelText.split(/,(?=[a-z_]+=")/).includes(w))) sum += Number(line.slice(close + 1).trim());
-  }
-  return sum;
 }
 
 async function runNginxWith(who: Exclude<NginxWho, 'alone'>, opts: Options, nginx: Nginx): Promise<NginxRun & { measure: AgentMeasure }> {

@@ -223,6 +223,19 @@ export function tcpCounter(name: 'ActiveOpens' | 'PassiveOpens'): number {
   return value;
 }
 
+/** The sum of the samples of one family in a /metrics text whose labels include all of `labels`. */
+export function metricSum(text: string, family: string, labels: Record<string, string>): number {
+  let sum = 0;
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${family}{`)) continue;
+    const close = line.lastIndexOf('}');
+    const labelText = line.slice(family.length + 1, close);
+    if (want.every((w) => labelText.split(/,(?=[a-z_]+=")/).includes(w))) sum += Number(line.slice(close + 1).trim());
+  }
+  return sum;
+}
+
 // ---- BPF run time ----
 
 const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
