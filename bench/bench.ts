@@ -473,7 +473,7 @@ function nginxStats(run: NginxRun, baseline: number): NginxStats | undefined {
 
 interface NginxSummary {
   aloneRps: number;
-  byWho: Partial<Record<Exclude<NginxWho, 'alone'>, { ratio: number; acceptPct: number; lowestAcceptPct: number; highestAcceptPct: number; lost: number; cpuUsPerConn: number; bpfUsPerConn: number; peakRssMiB: number }>>;
+  byWho: Partial<Record<Exclude<NginxWho, 'alone'>, { ratio: number; acceptPct: number; lowestAcceptPct: number; highestAcceptPct: number; lost: number; cpuUsPerConn: number; bpfUsPerConn: number; peakRssMiB: number; highestPeakRssMiB: number }>>;
 }
 
 function summarizeNginx(runs: NginxRun[]): NginxSummary {
@@ -492,6 +492,7 @@ function summarizeNginx(runs: NginxRun[]): NginxSummary {
       cpuUsPerConn: med((s) => s.cpuUsPerConn),
       bpfUsPerConn: med((s) => s.bpfUsPerConn),
       peakRssMiB: med((s) => s.peakRssMiB),
+      highestPeakRssMiB: Math.max(...all.map((s) => s.peakRssMiB)),
     };
   }
   return { aloneRps, byWho };
@@ -774,7 +775,7 @@ function targets(ran: Set<PhaseName>, r: Results, bpfStats: boolean): Target[] {
   const lost = churnRan.reduce((a, s) => a + (Number.isFinite(s.lost) ? s.lost : 0), 0);
   const rssPeaks = [
     ...churnRan.map((s) => s.highestPeakRssMiB),
-    ...(ran.has('nginx') ? [nginx.byWho.json?.peakRssMiB ?? NaN, nginx.byWho.metrics?.peakRssMiB ?? NaN] : []),
+    ...(ran.has('nginx') ? [nginx.byWho.json?.highestPeakRssMiB ?? NaN, nginx.byWho.metrics?.highestPeakRssMiB ?? NaN] : []),
   ];
   const nj = nginx.byWho.json;
   const nm = nginx.byWho.metrics;
@@ -837,35 +838,39 @@ function report(pairs: number, ran: Set<PhaseName>, r: Results, goals: Target[])
   const { max, paced, bulk, nginx } = r;
   const sections: string[] = [];
   if (ran.has('max') || ran.has('paced')) {
-    const line = (label: string, f: (s: PhaseSummary) => string, a = max, b = paced): string[] => [label, f(a), f(b)];
-    const tracerLines = (who: string, m: PhaseSummary, p: PhaseSummary) => [
-      line(`${who}: rate ratio (with / alone)`, (s) => fixed(s.ratio, 2), m, p),
-      line(`${who}: CPU per connection, µs`, (s) => fixed(s.cpuUsPerConn, 2), m, p),
-      line(`${who}: BPF time per connection, µs`, (s) => fixed(s.bpfUsPerConn, 2), m, p),
-      line(`${who}: peak RSS, MiB`, (s) => fixed(s.peakRssMiB, 1), m, p),
-      line(`${who}: events lost (sum of runs)`, (s) => int(s.lost), m, p),
+    // a column per churn phase that ran; phase 0 is max churn, 1 paced
+    const cols = ([['max', 0, 'max churn'], ['paced', 1, `paced ${int(PACED_RATE)}/s`]] as const).filter(([k]) => ran.has(k));
+    const pick = <T,>(both: readonly [T, T]) => cols.map(([, i]) => both[i]);
+    const line = (label: string, f: (s: PhaseSummary) => string, both: readonly [PhaseSummary, PhaseSummary] = [max, paced]): string[] => [label, ...pick(both).map(f)];
+    const tracerLines = (who: string, both: readonly [PhaseSummary, PhaseSummary]) => [
+      line(`${who}: rate ratio (with / alone)`, (s) => fixed(s.ratio, 2), both),
+      line(`${who}: CPU per connection, µs`, (s) => fixed(s.cpuUsPerConn, 2), both),
+      line(`${who}: BPF time per connection, µs`, (s) => fixed(s.bpfUsPerConn, 2), both),
+      line(`${who}: peak RSS, MiB`, (s) => fixed(s.peakRssMiB, 1), both),
+      line(`${who}: events lost (sum of runs)`, (s) => int(s.lost), both),
     ];
     sections.push(
       table([
-        [`medians over ${plural(pairs, 'pair')}`, 'max churn', `paced ${int(PACED_RATE)}/s`],
+        [`medians over ${plural(pairs, 'pair')}`, ...cols.map(([, , title]) => title)],
         line('workload alone, conn/s', (s) => int(s.aloneRate)),
         line('workload with the agent, conn/s', (s) => int(s.agentRate)),
         line('connections reported (connect / made)', (s) => percent(s.connectPct)),
         line('accept / made', (s) => percent(s.acceptPct)),
         line('close / 2 / made', (s) => percent(s.closePct)),
-        ...tracerLines('agent', max, paced),
-        ...tracerLines('C baseline', r.baseline.max, r.baseline.paced),
-        ['agent ratio below the C baseline\'s (median of per-pair differences)', fixed(r.baselineGap, 3), fixed(r.baselineGapPaced, 3)],
-        ...(r.compare ? tracerLines('--compare build', r.compare.max, r.compare.paced) : []),
+        ...tracerLines('agent', [max, paced]),
+        ...tracerLines('C baseline', [r.baseline.max, r.baseline.paced]),
+        ['agent ratio below the C baseline\'s (median of per-pair differences)', ...pick([r.baselineGap, r.baselineGapPaced] as const).map((g) => fixed(g, 3))],
+        ...(r.compare ? tracerLines('--compare build', [r.compare.max, r.compare.paced]) : []),
       ]),
     );
     if (ran.has('max') && max.bpfPrograms.length) {
-      const base = new Map(r.baseline.max.bpfPrograms.map((p) => [p.name, p]));
+      // programs that did not run during the workload (UDP, snapshot, ...) are left out
+      const active = (p: { runsPerConn: number; usPerConn: number }) => p.runsPerConn >= 0.005 || p.usPerConn >= 0.0005;
       sections.push(
         table([
           ['max churn, BPF time per connection by program (medians), µs', 'runs/conn', 'µs/conn'],
-          ...max.bpfPrograms.map((p) => [`  agent ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
-          ...[...base.values()].map((p) => [`  C baseline ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
+          ...max.bpfPrograms.filter(active).map((p) => [`  agent ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
+          ...r.baseline.max.bpfPrograms.filter(active).map((p) => [`  C baseline ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
         ]),
       );
     }
