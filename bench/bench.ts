@@ -1,61 +1,87 @@
 /**
- * convis benchmark: what the agent costs a loopback connection-churn workload.
+ * convis benchmark: what the agent costs a loopback connection-churn
+ * workload and a real web server, measured against a minimal C tracer of
+ * the same hooks in the same run.
  *
- * Two phases, max churn and a paced 5,000 conn/s; each runs alternating pairs
- * of (workload alone, workload with the agent). The workload is bench/churn.c
- * (2 client + 2 server threads, 64-byte exchange). For every run with the
- * agent it records the connections the workload made against the events the
- * agent reported, events lost, the workload's rate relative to the median rate
- * without the agent, the agent's CPU time per 1,000 connections and its peak
- * RSS. A third phase moves 4 GiB over one loopback connection with iperf3
- * (from Debian), alone and with the agent, and checks that the agent reports
- * the connection's bytes exactly. With --compare PATH, every pair also runs
- * another build of the agent (e.g. a checkout of an earlier commit), so two
- * builds are measured in the same run; the two take turns at going first. Results are printed and written to
+ * Two churn phases, max churn and a paced 5,000 conn/s; each runs
+ * alternating pairs of (workload alone, workload with convis, workload with
+ * the C baseline bench/mintrace, built here at run time). The workload is
+ * bench/churn.c (2 client + 2 server threads, 64-byte exchange). For every
+ * run with a tracer it records the connections the workload made against
+ * the events reported, events lost, the workload's rate relative to the
+ * median rate without a tracer, the tracer's CPU time and its BPF programs'
+ * run time (kernel.bpf_stats_enabled is on for the run) per connection,
+ * and its peak RSS. The nginx phase serves a 1 KiB file without keep-alive
+ * to `ab` (both from Debian), alone, with convis's JSON to /dev/null, with
+ * convis's metrics endpoint only, and with the C baseline. The bulk phase
+ * moves 8 GiB over one loopback connection with iperf3, alone and with the
+ * agent, and checks that the agent reports the connection's bytes exactly.
+ * With --compare PATH, every churn and bulk pair also runs another build of
+ * the agent (e.g. a checkout of an earlier commit). The tracers of a pair
+ * take turns at going first. Results are printed and written to
  * build/bench-results.json.
  *
  * Usage: node dist/bench/bench.js [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH]
- *        [--phases max,paced,bulk,stages]
- * (or npm run bench -- ...). Must run as root: the agent loads eBPF programs.
+ *        [--phases max,paced,nginx,bulk,stages,query] [--no-bpf-stats]
+ * (or npm run bench -- ...). Must run as root: the tracers load eBPF programs.
  */
-import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { measureStages, type StageCosts } from './pipeline.js';
 import { measureQueries, queryReport, type QueryCosts } from './flowlog.js';
+import {
+  Agent,
+  baselineSpec,
+  bpfProgDeltas,
+  bpfProgTimes,
+  buildChurn,
+  buildMintrace,
+  CHURN_BIN,
+  CLIENTS,
+  clockTicks,
+  convisSpec,
+  cpuMs,
+  enableBpfStats,
+  freePort,
+  metricSum,
+  peakRssKiB,
+  ROOT,
+  runChurn,
+  SERVERS,
+  start,
+  tcpCounter,
+  within,
+  type ChurnResult,
+  type ProgDelta,
+  type Summary,
+  type TracerSpec,
+} from './lib.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CHURN_SRC = join(ROOT, 'bench', 'churn.c');
-const CHURN_BIN = join(ROOT, 'build', 'churn');
 const RESULTS = join(ROOT, 'build', 'bench-results.json');
 
-const CLIENTS = 2;
-const SERVERS = 2;
 const PACED_RATE = 5000;
-const READY_TIMEOUT_MS = 30_000;
 /** time between the workload's end and SIGTERM, for the agent to drain */
 const DRAIN_MS = 1000;
-const STOP_TIMEOUT_MS = 15_000;
-/** churn stops itself after --seconds plus at most 5 s; this is a backstop */
-const CHURN_GRACE_MS = 15_000;
 /** pause between runs so one run's softirq backlog does not spill into the next */
 const SETTLE_MS = 1000;
 
-/** Ratios of the workload rate kept at max churn by other tracers emitting one
- * record per closed socket, measured on this machine kind (2 vCPUs) with the
- * same workload, paired runs, medians. */
-const REFERENCES: ReadonlyArray<{ name: string; ratio: number }> = [
-  { name: 'minimal C libbpf ring-buffer consumer', ratio: 0.86 },
-  { name: 'bpftrace', ratio: 0.39 },
-  { name: 'BCC libbpf-tools tcplife', ratio: 0.37 },
-];
-const TARGET_MAX_RATIO = 0.75;
+/** issue 10: the churn rate kept at max churn */
+const TARGET_MAX_RATIO = 0.88;
+/** issue 10: at most this far below the C baseline's max-churn ratio, same run */
+const TARGET_BASELINE_GAP = 0.07;
 /** "1.00" at two decimals */
 const TARGET_PACED_RATIO = 0.995;
+/** agent CPU (user + system) per connection at max churn, µs */
+const TARGET_CPU_US = 3;
+/** run time of the agent's BPF programs per connection at max churn, µs */
+const TARGET_BPF_US = 2.5;
+/** the agent's peak RSS in any run, MiB */
+const TARGET_RSS_MIB = 100;
+/** nginx requests/s kept with the agent, in each of its modes */
+const TARGET_NGINX_RATIO = 0.93;
 /** the bulk transfer keeps this share of its throughput with the agent */
 const TARGET_BULK_RATIO = 0.97;
 /** bytes the bulk transfer moves over one connection */
@@ -65,7 +91,12 @@ const IPERF3_COOKIE_BYTES = 37;
 /** the largest drop in the max-churn ratio allowed against a --compare build */
 const TARGET_COMPARE_DROP = 0.02;
 
-const PHASES = ['max', 'paced', 'bulk', 'stages', 'query'] as const;
+/** ab's concurrency in the nginx phase */
+const AB_CONCURRENCY = 4;
+/** the file nginx serves */
+const NGINX_FILE_BYTES = 1024;
+
+const PHASES = ['max', 'paced', 'nginx', 'bulk', 'stages', 'query'] as const;
 type PhaseName = (typeof PHASES)[number];
 
 interface Options {
@@ -75,18 +106,8 @@ interface Options {
   phases: Set<PhaseName>;
   /** another agent build, measured in the same pairs */
   compare?: string;
-}
-
-interface ChurnResult {
-  connections: number;
-  failed: number;
-  seconds: number;
-  rate: number;
-}
-
-interface Summary {
-  events: { connect: number; accept: number; close: number; connect_failed: number; exec: number; exit: number; fork: number };
-  lost: number;
+  /** turn kernel.bpf_stats_enabled on for the run (default) */
+  bpfStats: boolean;
 }
 
 interface AgentMeasure {
@@ -96,16 +117,22 @@ interface AgentMeasure {
   /** TCP connects in this network namespace from agent start to exit that
    * were not the workload's: the agent traces them too */
   otherConnects: number;
+  /** run time of the tracer's BPF programs during the workload (0 without bpf stats) */
+  bpfNs: number;
+  /** the same by program, largest first */
+  bpfPrograms: ProgDelta[];
 }
 
-/** which agent a run had: none, this build, or the --compare one */
-type Who = 'alone' | 'agent' | 'compare';
+/** which tracer a run had: none, this build, the --compare one, or the C baseline */
+type Who = 'alone' | 'agent' | 'compare' | 'baseline';
+
+const WHO_TEXT: Record<Who, string> = { alone: 'alone', agent: 'with agent', compare: 'with --compare agent', baseline: 'with C baseline' };
 
 interface Run {
   pair: number;
   who: Who;
   churn: ChurnResult;
-  /** only for runs with the agent */
+  /** only for runs with a tracer */
   measure?: AgentMeasure;
 }
 
@@ -125,74 +152,18 @@ interface RunStats {
   acceptPct: number;
   closePct: number;
   lost: number;
-  cpuMsPer1k: number;
+  /** tracer CPU per connection made, µs (= ms per 1,000 connections) */
+  cpuUsPerConn: number;
+  /** BPF program run time per connection made, µs */
+  bpfUsPerConn: number;
   peakRssMiB: number;
-}
-
-// ---- children: every process started here is killed on any way out ----
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Tracked {
-  child: ChildProcess;
-  /** settles once the process has exited and its stdio is closed */
-  closed: Promise<Exit>;
-  /** set when closed settles */
-  exit?: Exit;
-}
-
-const children = new Set<ChildProcess>();
-
-function start(command: string, args: string[], options: SpawnOptions): Tracked {
-  const child = spawn(command, args, options);
-  children.add(child);
-  const tracked: Tracked = {
-    child,
-    closed: new Promise((resolveClosed, rejectClosed) => {
-      child.once('error', rejectClosed);
-      child.once('close', (code, signal) => {
-        children.delete(child);
-        tracked.exit = { code, signal };
-        resolveClosed(tracked.exit);
-      });
-    }),
-  };
-  return tracked;
-}
-
-function killChildren(): void {
-  for (const child of children) child.kill('SIGKILL');
-  children.clear();
-}
-
-process.on('exit', killChildren);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`bench: ${signal}, stopping\n`);
-    killChildren();
-    process.exit(1);
-  });
-}
-
-/** The promise's value, or undefined after timeoutMs. */
-async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolveTimeout) => (timer = setTimeout(() => resolveTimeout(undefined), timeoutMs)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 // ---- options ----
 
 function parseOptions(argv: string[]): Options {
   const usage =
-    'usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH] [--phases max,paced,bulk,stages,query]  (env: BENCH_PAIRS, BENCH_SECONDS)';
+    `usage: bench [--pairs N] [--seconds S] [--quick] [--agent PATH] [--compare PATH] [--phases ${PHASES.join(',')}] [--no-bpf-stats]  (env: BENCH_PAIRS, BENCH_SECONDS)`;
   const positive = (name: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || !Number.isFinite(n) || n <= 0) throw new Error(`bad value for ${name}: ${value ?? '(none)'}\n${usage}`);
@@ -204,6 +175,7 @@ function parseOptions(argv: string[]): Options {
   let agent = join(ROOT, 'bin', 'convis');
   let compare: string | undefined;
   let phases = new Set<PhaseName>(PHASES);
+  let bpfStats = true;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     switch (arg) {
@@ -235,6 +207,9 @@ function parseOptions(argv: string[]): Options {
         compare = resolve(path);
         break;
       }
+      case '--no-bpf-stats':
+        bpfStats = false;
+        break;
       case '-h':
       case '--help':
         process.stdout.write(`${usage}\n`);
@@ -245,161 +220,308 @@ function parseOptions(argv: string[]): Options {
     }
   }
   // explicit values win over --quick
-  return { pairs: Math.floor(pairs ?? (quick ? 2 : 3)), seconds: seconds ?? (quick ? 5 : 20), agent, phases, ...(compare ? { compare } : {}) };
+  return {
+    pairs: Math.floor(pairs ?? (quick ? 2 : 3)),
+    seconds: seconds ?? (quick ? 5 : 20),
+    agent,
+    phases,
+    ...(compare ? { compare } : {}),
+    bpfStats,
+  };
 }
 
-// ---- the workload ----
+// ---- a run with a tracer ----
 
-function buildChurn(): void {
-  mkdirSync(join(ROOT, 'build'), { recursive: true });
-  try {
-    execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', CHURN_BIN, CHURN_SRC], { stdio: ['ignore', 'inherit', 'inherit'] });
-  } catch (err) {
-    throw new Error(`could not compile ${CHURN_SRC}: ${(err as Error).message}`);
-  }
-}
-
-async function runChurn(rate: number, seconds: number): Promise<ChurnResult> {
-  const args = ['--clients', String(CLIENTS), '--servers', String(SERVERS), '--seconds', String(seconds), '--rate', String(rate)];
-  const { child, closed } = start(CHURN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
-  const exit = await within(closed, seconds * 1000 + CHURN_GRACE_MS);
-  if (!exit) {
-    child.kill('SIGKILL');
-    throw new Error(`churn did not finish within ${seconds} s + ${CHURN_GRACE_MS / 1000} s`);
-  }
-  if (exit.code !== 0) throw new Error(`churn failed (${exit.signal ?? `exit ${exit.code}`}): ${err.trim()}`);
-  let result: ChurnResult | undefined;
-  try {
-    result = JSON.parse(out.trim().split('\n').pop() ?? '') as ChurnResult;
-  } catch {
-    // reported below
-  }
-  if (!result || ![result.connections, result.failed, result.seconds, result.rate].every(Number.isFinite)) {
-    throw new Error(`unexpected churn output: ${out.trim() || '(none)'}`);
-  }
-  if (err.trim()) process.stderr.write(`${err.trim()}\n`);
-  return result;
-}
-
-// ---- the agent ----
-
-const clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-/** utime + stime of a process, in ms */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // fields after "pid (comm) ": the comm may hold spaces and parentheses
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of the whole line; fields[0] is field 3
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
-}
-
-/** TCP ActiveOpens (connect() calls that sent a SYN) in this network namespace */
-function activeOpens(): number {
-  const [names, values] = readFileSync('/proc/net/snmp', 'utf8')
-    .split('\n')
-    .filter((l) => l.startsWith('Tcp:'))
-    .map((l) => l.trim().split(/\s+/));
-  const value = Number(values?.[names?.indexOf('ActiveOpens') ?? -1]);
-  if (!Number.isFinite(value)) throw new Error('no Tcp ActiveOpens in /proc/net/snmp');
-  return value;
-}
-
-function peakRssKiB(pid: number): number {
-  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!match?.[1]) throw new Error(`no VmHWM in /proc/${pid}/status`);
-  return Number(match[1]);
-}
-
-class Agent {
-  private readonly proc: Tracked;
-  /** the last lines of the agent's stderr, to explain a failure */
-  private readonly tail: string[] = [];
-  private summary: Summary | undefined;
-  private readonly ready: Promise<void>;
-
-  /** `out`: where its JSON lines go (default /dev/null) */
-  constructor(entry: string, out = '/dev/null') {
-    const fd = openSync(out, 'w');
-    try {
-      this.proc = start(process.execPath, [entry, '--sink', 'stdout,format=json'], { cwd: ROOT, stdio: ['ignore', fd, 'pipe'] });
-    } finally {
-      closeSync(fd);
-    }
-    let resolveReady: () => void = () => undefined;
-    this.ready = new Promise((resolve) => (resolveReady = resolve));
-    createInterface({ input: this.proc.child.stderr! }).on('line', (line) => {
-      this.tail.push(line);
-      if (this.tail.length > 20) this.tail.shift();
-      if (line.includes('convis: ready')) resolveReady();
-      const match = /convis: summary (\{.*\})\s*$/.exec(line);
-      if (match?.[1]) {
-        try {
-          this.summary = JSON.parse(match[1]) as Summary;
-        } catch {
-          // stop() reports the missing summary, with this line in the tail
-        }
-      }
-    });
-  }
-
-  private failure(what: string): Error {
-    const tail = this.tail.length ? `; its stderr ended with:\n  ${this.tail.join('\n  ')}` : '';
-    return new Error(`agent ${what}${tail}`);
-  }
-
-  private exitText(exit: Exit): string {
-    return exit.signal ?? `code ${exit.code}`;
-  }
-
-  async waitReady(): Promise<void> {
-    const first = await within(Promise.race([this.ready.then(() => 'ready' as const), this.proc.closed]), READY_TIMEOUT_MS);
-    if (first === undefined) throw this.failure(`not ready within ${READY_TIMEOUT_MS / 1000} s`);
-    if (first !== 'ready') throw this.failure(`exited (${this.exitText(first)}) before it was ready`);
-  }
-
-  /** The pid of the running agent; throws if it has died. */
-  livePid(): number {
-    const { child, exit } = this.proc;
-    if (exit) throw this.failure(`exited (${this.exitText(exit)}) during the run`);
-    if (child.pid === undefined) throw new Error('agent has no pid');
-    return child.pid;
-  }
-
-  /** SIGTERM, then the summary the agent prints on its way out. */
-  async stop(): Promise<Summary> {
-    this.proc.child.kill('SIGTERM');
-    const exit = await within(this.proc.closed, STOP_TIMEOUT_MS);
-    if (!exit) {
-      this.proc.child.kill('SIGKILL');
-      throw this.failure(`did not exit within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM`);
-    }
-    const s = this.summary;
-    if (!s) throw this.failure(`exited (${this.exitText(exit)}) without a "convis: summary" line`);
-    if (![s.events?.connect, s.events?.accept, s.events?.close, s.lost].every(Number.isFinite)) {
-      throw this.failure(`printed an unexpected summary: ${JSON.stringify(s)}`);
-    }
-    return s;
-  }
-}
-
-async function runWithAgent(entry: string, opts: Options, rate: number): Promise<{ churn: ChurnResult; measure: AgentMeasure }> {
-  const opensBefore = activeOpens();
-  const agent = new Agent(entry);
+/** Starts the tracer, runs `workload` once it is ready, and measures the tracer over it. */
+async function measured<T>(
+  spec: TracerSpec,
+  workload: () => Promise<T>,
+  made: (result: T) => number,
+  beforeStop?: (agent: Agent) => Promise<void>,
+  out?: string,
+): Promise<{ result: T; measure: AgentMeasure }> {
+  const opensBefore = tcpCounter('ActiveOpens');
+  const agent = new Agent(spec, out);
   await agent.waitReady();
-  const cpuAtReady = cpuMs(agent.livePid());
-  const churn = await runChurn(rate, opts.seconds);
+  const pid0 = agent.livePid();
+  const cpuAtReady = cpuMs(pid0);
+  const bpfBefore = bpfProgTimes(pid0);
+  const result = await workload();
   await sleep(DRAIN_MS);
   const pid = agent.livePid();
   const cpu = cpuMs(pid) - cpuAtReady;
+  const bpfAfter = bpfProgTimes(pid);
   const peak = peakRssKiB(pid);
+  const bpfPrograms = bpfProgDeltas(bpfBefore, bpfAfter);
+  await beforeStop?.(agent);
   const summary = await agent.stop();
-  const otherConnects = Math.max(0, activeOpens() - opensBefore - churn.connections - churn.failed);
-  return { churn, measure: { summary, cpuMs: cpu, peakRssKiB: peak, otherConnects } };
+  const otherConnects = Math.max(0, tcpCounter('ActiveOpens') - opensBefore - made(result));
+  return {
+    result,
+    measure: { summary, cpuMs: cpu, peakRssKiB: peak, otherConnects, bpfNs: bpfPrograms.reduce((a, p) => a + p.ns, 0), bpfPrograms },
+  };
+}
+
+async function runWithTracer(spec: TracerSpec, opts: Options, rate: number): Promise<{ churn: ChurnResult; measure: AgentMeasure }> {
+  const { result, measure } = await measured(spec, () => runChurn(rate, opts.seconds), (c) => c.connections + c.failed);
+  return { churn: result, measure };
+}
+
+/** The tracers of a pair in turn order: each takes every position in turn over the pairs. */
+function rotate<T>(list: readonly T[], pair: number): T[] {
+  const k = (pair - 1) % Math.max(list.length, 1);
+  return [...list.slice(k), ...list.slice(0, k)];
+}
+
+// ---- nginx and ab ----
+
+interface Nginx {
+  port: number;
+  /** nginx's own count of accepted connections (stub_status) */
+  accepts(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Fails with one line when a Debian package the bench needs is missing. */
+function requireTool(path: string, pkg: string): void {
+  if (!existsSync(path)) throw new Error(`${path} not found: install ${pkg} (bash scripts/setup.sh installs it)`);
+}
+
+/**
+ * nginx with a config of its own in a temp dir: master process in the
+ * foreground as a child of the bench, 1 worker, 127.0.0.1 on a free port,
+ * no keep-alive, no access log, pid, logs and temp paths in the temp dir,
+ * a 1 KiB file and stub_status (nginx's own accept counter).
+ */
+async function startNginx(): Promise<Nginx> {
+  const dir = mkdtempSync(join(tmpdir(), 'convis-bench-nginx-'));
+  const www = join(dir, 'www');
+  mkdirSync(www);
+  mkdirSync(join(dir, 'tmp'));
+  writeFileSync(join(www, '1k.bin'), Buffer.alloc(NGINX_FILE_BYTES, 'x'));
+  // the worker runs as nobody: it must be able to read the file
+  for (const p of [dir, www]) chmodSync(p, 0o755);
+  chmodSync(join(www, '1k.bin'), 0o644);
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    [
+      'daemon off;',
+      'master_process on;',
+      'worker_processes 1;',
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log warn;`,
+      'events { worker_connections 1024; }',
+      'http {',
+      '  access_log off;',
+      '  keepalive_timeout 0;',
+      '  default_type application/octet-stream;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/tmp/${t};`),
+      '  server {',
+      `    listen 127.0.0.1:${port};`,
+      `    root ${www};`,
+      '    location = /nginx_status { stub_status; }',
+      '  }',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  const proc = start('/usr/sbin/nginx', ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const accepts = async (): Promise<number> => {
+    const res = await fetch(`http://127.0.0.1:${port}/nginx_status`, { signal: AbortSignal.timeout(5000) });
+    const text = await res.text();
+    // "server accepts handled requests\n N N N"
+    const m = /accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)/.exec(text);
+    if (!m?.[1]) throw new Error(`unexpected nginx stub_status: ${text.slice(0, 200)}`);
+    return Number(m[1]);
+  };
+  const stop = async (): Promise<void> => {
+    proc.child.kill('SIGQUIT');
+    if (!(await within(proc.closed, 5000))) {
+      proc.child.kill('SIGKILL');
+      await within(proc.closed, 5000);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (proc.exit) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`nginx exited at start: ${err.trim() || readFileSync(join(dir, 'error.log'), 'utf8').trim()}`);
+    }
+    try {
+      await accepts();
+      return { port, accepts, stop };
+    } catch (e) {
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`nginx did not answer within 10 s: ${(e as Error).message}`);
+      }
+      await sleep(100);
+    }
+  }
+}
+
+interface AbResult {
+  complete: number;
+  failed: number;
+  non2xx: number;
+  seconds: number;
+  /** requests per second, as ab reports it (complete / seconds) */
+  rps: number;
+}
+
+/** ab -c 4 for `seconds`, no keep-alive, against nginx's 1 KiB file. */
+async function runAb(port: number, seconds: number): Promise<AbResult> {
+  // -t alone caps the requests at 50,000 (ab sizes its table by -n): -n after -t raises the cap
+  const args = ['-q', '-r', '-c', String(AB_CONCURRENCY), '-t', String(seconds), '-n', String(Math.max(50_000, Math.ceil(seconds * 100_000))), `http://127.0.0.1:${port}/1k.bin`];
+  const ab = start('/usr/bin/ab', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  ab.child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
+  ab.child.stderr?.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const exit = await within(ab.closed, seconds * 1000 + 60_000);
+  if (!exit) {
+    ab.child.kill('SIGKILL');
+    throw new Error(`ab did not finish within ${seconds} s + 60 s`);
+  }
+  const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);
+  const r: AbResult = {
+    complete: num(/^Complete requests:\s+(\d+)/m),
+    failed: num(/^Failed requests:\s+(\d+)/m),
+    non2xx: Number(/^Non-2xx responses:\s+(\d+)/m.exec(out)?.[1] ?? 0),
+    seconds: num(/^Time taken for tests:\s+([\d.]+) seconds/m),
+    rps: num(/^Requests per second:\s+([\d.]+)/m),
+  };
+  if (exit.code !== 0 || ![r.complete, r.failed, r.seconds, r.rps].every(Number.isFinite)) {
+    throw new Error(`ab failed (${exit.signal ?? `exit ${exit.code}`}): ${out.trim().split('\n').slice(-5).join(' / ')}`);
+  }
+  return r;
+}
+
+/** what ran beside nginx: nothing, convis with JSON to /dev/null, convis with its metrics endpoint only, the C baseline */
+type NginxWho = 'alone' | 'json' | 'metrics' | 'baseline';
+const NGINX_WHO_TEXT: Record<NginxWho, string> = {
+  alone: 'alone',
+  json: 'with agent, --sink stdout,format=json',
+  metrics: 'with agent, --sink metrics',
+  baseline: 'with C baseline',
+};
+
+interface NginxRun {
+  pair: number;
+  who: NginxWho;
+  ab: AbResult;
+  /** connections nginx accepted from ab during the run (stub_status) */
+  accepted: number;
+  measure?: AgentMeasure;
+  /** metrics mode: convis_tcp_connections_total inbound on nginx's port, from /metrics */
+  portAccepts?: number;
+}
+
+async function runNginxWith(who: Exclude<NginxWho, 'alone'>, opts: Options, nginx: Nginx): Promise<NginxRun & { measure: AgentMeasure }> {
+  const metricsPort = who === 'metrics' ? await freePort() : 0;
+  const spec =
+    who === 'baseline'
+      ? baselineSpec
+      : convisSpec(opts.agent, [who === 'json' ? 'stdout,format=json' : `metrics,listen=127.0.0.1:${metricsPort}`]);
+  // before the tracer starts, so that this request is not one it sees
+  const accepts0 = await nginx.accepts();
+  let portAccepts: number | undefined;
+  const { result: ab, measure } = await measured(
+    spec,
+    () => runAb(nginx.port, opts.seconds),
+    (r) => r.complete + r.failed,
+    async () => {
+      if (who !== 'metrics') return;
+      const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(10_000) });
+      portAccepts = metricSum(await res.text(), 'convis_tcp_connections_total', { direction: 'inbound', server_port: String(nginx.port) });
+    },
+  );
+  // after the tracer stopped: this request is not one it saw either
+  const accepted = (await nginx.accepts()) - accepts0 - 1;
+  return { pair: 0, who, ab, accepted, measure, ...(portAccepts !== undefined ? { portAccepts } : {}) };
+}
+
+interface NginxStats {
+  rps: number;
+  ratio: number;
+  /** accept events per connection nginx accepted: on its port (metrics mode) or host-wide (summary) */
+  acceptPct: number;
+  lost: number;
+  cpuUsPerConn: number;
+  bpfUsPerConn: number;
+  peakRssMiB: number;
+}
+
+function nginxStats(run: NginxRun, baseline: number): NginxStats | undefined {
+  const m = run.measure;
+  if (!m) return undefined;
+  const n = run.accepted;
+  const per = (x: number) => (n > 0 ? x / n : NaN);
+  return {
+    rps: run.ab.rps,
+    ratio: run.ab.rps / baseline,
+    acceptPct: 100 * per(run.portAccepts ?? m.summary.events.accept),
+    lost: m.summary.lost,
+    cpuUsPerConn: per(m.cpuMs * 1000),
+    bpfUsPerConn: per(m.bpfNs / 1000),
+    peakRssMiB: m.peakRssKiB / 1024,
+  };
+}
+
+interface NginxSummary {
+  aloneRps: number;
+  byWho: Partial<Record<Exclude<NginxWho, 'alone'>, { ratio: number; acceptPct: number; lowestAcceptPct: number; highestAcceptPct: number; lost: number; cpuUsPerConn: number; bpfUsPerConn: number; peakRssMiB: number; highestPeakRssMiB: number }>>;
+}
+
+function summarizeNginx(runs: NginxRun[]): NginxSummary {
+  const aloneRps = median(runs.filter((r) => r.who === 'alone').map((r) => r.ab.rps));
+  const byWho: NginxSummary['byWho'] = {};
+  for (const who of ['json', 'metrics', 'baseline'] as const) {
+    const all = runs.filter((r) => r.who === who).map((r) => nginxStats(r, aloneRps)).filter((s): s is NginxStats => s !== undefined);
+    if (all.length === 0) continue;
+    const med = (f: (s: NginxStats) => number) => median(all.map(f));
+    byWho[who] = {
+      ratio: med((s) => s.ratio),
+      acceptPct: med((s) => s.acceptPct),
+      lowestAcceptPct: Math.min(...all.map((s) => s.acceptPct)),
+      highestAcceptPct: Math.max(...all.map((s) => s.acceptPct)),
+      lost: all.reduce((a, s) => a + s.lost, 0),
+      cpuUsPerConn: med((s) => s.cpuUsPerConn),
+      bpfUsPerConn: med((s) => s.bpfUsPerConn),
+      peakRssMiB: med((s) => s.peakRssMiB),
+      highestPeakRssMiB: Math.max(...all.map((s) => s.peakRssMiB)),
+    };
+  }
+  return { aloneRps, byWho };
+}
+
+function nginxTable(runs: NginxRun[]): string {
+  const aloneRps = median(runs.filter((r) => r.who === 'alone').map((r) => r.ab.rps));
+  const rows = [['run', 'requests', 'failed', 'accepted', 'req/s', 'ratio', 'accept', 'lost', 'CPU µs/conn', 'BPF µs/conn', 'peak RSS MiB']];
+  for (const run of runs) {
+    const s = nginxStats(run, aloneRps);
+    rows.push([
+      `pair ${run.pair} ${NGINX_WHO_TEXT[run.who]}`,
+      int(run.ab.complete),
+      int(run.ab.failed + run.ab.non2xx),
+      run.who === 'alone' ? '' : int(run.accepted),
+      int(run.ab.rps),
+      s ? fixed(s.ratio, 2) : '',
+      s ? percent(s.acceptPct) : '',
+      s ? int(s.lost) : '',
+      s ? fixed(s.cpuUsPerConn, 2) : '',
+      s ? fixed(s.bpfUsPerConn, 2) : '',
+      s ? fixed(s.peakRssMiB, 1) : '',
+    ]);
+  }
+  const legend =
+    `nginx (1 worker, ${NGINX_FILE_BYTES}-byte file, no keep-alive) loaded by ab -c ${AB_CONCURRENCY}: ratio = req/s with the tracer / median alone (${int(aloneRps)} req/s); ` +
+    'accepted = connections nginx counted (stub_status); accept = accept events per connection accepted: on nginx\'s port from /metrics ' +
+    '(metrics mode), host-wide from the summary otherwise (other traffic on the host counts too)';
+  return `${legend}\n${table(rows)}`;
 }
 
 // ---- the bulk transfer ----
@@ -442,7 +564,7 @@ async function runBulk(): Promise<BulkResult> {
 /** The bulk transfer with an agent running; the agent's close event of the data connection. */
 async function runBulkWithAgent(entry: string): Promise<{ bulk: BulkResult; reported?: number }> {
   const out = join(ROOT, 'build', 'bench-bulk-events.json');
-  const agent = new Agent(entry, out);
+  const agent = new Agent(convisSpec(entry, ['stdout,format=json']), out);
   await agent.waitReady();
   const bulk = await runBulk();
   await sleep(DRAIN_MS);
@@ -510,7 +632,8 @@ function stats(run: Run, baseline: number): RunStats | undefined {
     acceptPct: pct(m.summary.events.accept),
     closePct: pct(m.summary.events.close / 2),
     lost: m.summary.lost,
-    cpuMsPer1k: made > 0 ? m.cpuMs / (made / 1000) : NaN,
+    cpuUsPerConn: made > 0 ? (m.cpuMs * 1000) / made : NaN,
+    bpfUsPerConn: made > 0 ? m.bpfNs / 1000 / made : NaN,
     peakRssMiB: m.peakRssKiB / 1024,
   };
 }
@@ -529,11 +652,11 @@ function table(rows: string[][]): string {
 
 function phaseTable(phase: Phase): string {
   const baseline = aloneMedian(phase);
-  const rows = [['run', 'made', 'failed', 'other', 'conn/s', 'ratio', 'connect', 'accept', 'close/2', 'lost', 'CPU ms/1k conn', 'peak RSS MiB']];
+  const rows = [['run', 'made', 'failed', 'other', 'conn/s', 'ratio', 'connect', 'accept', 'close/2', 'lost', 'CPU µs/conn', 'BPF µs/conn', 'peak RSS MiB']];
   for (const run of phase.runs) {
     const s = stats(run, baseline);
     rows.push([
-      `pair ${run.pair} ${run.who === 'alone' ? 'alone' : run.who === 'agent' ? 'with agent' : 'with --compare agent'}`,
+      `pair ${run.pair} ${WHO_TEXT[run.who]}`,
       int(run.churn.connections),
       int(run.churn.failed),
       s ? int(s.otherConnects) : '',
@@ -543,14 +666,16 @@ function phaseTable(phase: Phase): string {
       s ? percent(s.acceptPct) : '',
       s ? percent(s.closePct) : '',
       s ? int(s.lost) : '',
-      s ? fixed(s.cpuMsPer1k, 1) : '',
+      s ? fixed(s.cpuUsPerConn, 2) : '',
+      s ? fixed(s.bpfUsPerConn, 2) : '',
       s ? fixed(s.peakRssMiB, 1) : '',
     ]);
   }
   const legend =
-    `${phase.name}: ratio = rate with the agent / median rate alone (${int(baseline)} conn/s); ` +
-    'connect, accept and close/2 are agent events per connection made; ' +
-    'other = connects on the host not made by the workload (the agent counts them too, inflating connect, accept and close)';
+    `${phase.name}: ratio = rate with the tracer / median rate alone (${int(baseline)} conn/s); ` +
+    'connect, accept and close/2 are tracer events per connection made; ' +
+    'other = connects on the host not made by the workload (the tracers count them too, inflating connect, accept and close); ' +
+    'CPU = the tracer process\'s user + system time, BPF = run time of its BPF programs, both per connection made';
   return `${legend}\n${table(rows)}`;
 }
 
@@ -565,17 +690,22 @@ interface PhaseSummary {
   acceptPct: number;
   closePct: number;
   lost: number;
-  cpuMsPer1k: number;
+  cpuUsPerConn: number;
+  bpfUsPerConn: number;
   peakRssMiB: number;
+  highestPeakRssMiB: number;
+  /** medians over runs of each BPF program's run time per connection, µs, largest first */
+  bpfPrograms: { name: string; usPerConn: number; runsPerConn: number }[];
 }
 
 function summarize(phase: Phase, who: Who = 'agent'): PhaseSummary {
   const baseline = aloneMedian(phase);
-  const all = phase.runs
-    .filter((r) => r.who === who)
-    .map((r) => stats(r, baseline))
-    .filter((s): s is RunStats => s !== undefined);
+  const runs = phase.runs.filter((r) => r.who === who && r.measure);
+  const all = runs.map((r) => stats(r, baseline)).filter((s): s is RunStats => s !== undefined);
   const med = (pick: (s: RunStats) => number): number => median(all.map(pick));
+  const names = [...new Set(runs.flatMap((r) => r.measure!.bpfPrograms.map((p) => p.name)))];
+  const perProgram = (name: string, pick: (p: ProgDelta) => number) =>
+    median(runs.map((r) => r.measure!.bpfPrograms.filter((p) => p.name === name).reduce((a, p) => a + pick(p), 0) / Math.max(r.churn.connections, 1)));
   return {
     name: phase.name,
     rate: phase.rate,
@@ -586,27 +716,32 @@ function summarize(phase: Phase, who: Who = 'agent'): PhaseSummary {
     lowestConnectPct: Math.min(...all.map((s) => s.connectPct)),
     acceptPct: med((s) => s.acceptPct),
     closePct: med((s) => s.closePct),
-    lost: all.reduce((sum, s) => sum + s.lost, 0),
-    cpuMsPer1k: med((s) => s.cpuMsPer1k),
+    lost: all.length ? all.reduce((sum, s) => sum + s.lost, 0) : NaN,
+    cpuUsPerConn: med((s) => s.cpuUsPerConn),
+    bpfUsPerConn: med((s) => s.bpfUsPerConn),
     peakRssMiB: med((s) => s.peakRssMiB),
+    highestPeakRssMiB: Math.max(...all.map((s) => s.peakRssMiB)),
+    bpfPrograms: names
+      .map((name) => ({ name, usPerConn: perProgram(name, (p) => p.ns) / 1000, runsPerConn: perProgram(name, (p) => p.runs) }))
+      .sort((a, b) => b.usPerConn - a.usPerConn),
   };
 }
 
 /**
- * How much lower this build's rate ratio is than the --compare build's,
- * judged within each pair (the two agents and the workload alone run back
- * to back, so a VM that drifts over minutes moves all three): the median
- * over pairs of (compare rate - agent rate) / that pair's rate alone.
+ * How much lower tracer a's rate ratio is than tracer b's, judged within
+ * each pair (both and the workload alone run back to back, so a VM that
+ * drifts over minutes moves all three): the median over pairs of
+ * (b's rate - a's rate) / that pair's rate alone.
  */
-function pairedDrop(phase: Phase): number {
+function pairedGap(phase: Phase, a: Who, b: Who): number {
   const diffs: number[] = [];
   const pairs = new Set(phase.runs.map((r) => r.pair));
   for (const pair of pairs) {
     const rate = (who: Who) => phase.runs.find((r) => r.pair === pair && r.who === who)?.churn.rate;
     const alone = rate('alone');
-    const agent = rate('agent');
-    const compare = rate('compare');
-    if (alone && agent !== undefined && compare !== undefined) diffs.push((compare - agent) / alone);
+    const ra = rate(a);
+    const rb = rate(b);
+    if (alone && ra !== undefined && rb !== undefined) diffs.push((rb - ra) / alone);
   }
   return median(diffs);
 }
@@ -617,26 +752,41 @@ interface Target {
   value: string;
 }
 
+interface Results {
+  max: PhaseSummary;
+  paced: PhaseSummary;
+  baseline: { max: PhaseSummary; paced: PhaseSummary };
+  /** median over max-churn pairs of (baseline rate - agent rate) / rate alone */
+  baselineGap: number;
+  /** the same over the paced pairs */
+  baselineGapPaced: number;
+  compare?: { max: PhaseSummary; paced: PhaseSummary };
+  /** median over max-churn pairs of (compare rate - agent rate) / rate alone */
+  compareDrop: number;
+  nginx: NginxSummary;
+  bulk: BulkSummary;
+}
+
 /** The targets of the phases that ran. */
-function targets(
-  ran: Set<PhaseName>,
-  max: PhaseSummary,
-  paced: PhaseSummary,
-  bulk: BulkSummary,
-  compareMax: PhaseSummary | undefined,
-  drop: number,
-): Target[] {
+function targets(ran: Set<PhaseName>, r: Results, bpfStats: boolean): Target[] {
+  const { max, paced, nginx, bulk } = r;
   const churnRan = [ran.has('max') ? max : undefined, ran.has('paced') ? paced : undefined].filter((x): x is PhaseSummary => x !== undefined);
   const lowest = Math.min(...churnRan.map((s) => s.lowestConnectPct));
-  const lost = churnRan.reduce((a, s) => a + s.lost, 0);
+  const lost = churnRan.reduce((a, s) => a + (Number.isFinite(s.lost) ? s.lost : 0), 0);
+  const rssPeaks = [
+    ...churnRan.map((s) => s.highestPeakRssMiB),
+    ...(ran.has('nginx') ? [nginx.byWho.json?.highestPeakRssMiB ?? NaN, nginx.byWho.metrics?.highestPeakRssMiB ?? NaN] : []),
+  ];
+  const nj = nginx.byWho.json;
+  const nm = nginx.byWho.metrics;
   const all: (Target & { needs: PhaseName[] })[] = [
-    ...(compareMax
+    ...(r.compare
       ? [
           {
             needs: ['max' as const],
             target: `max-churn ratio at most ${TARGET_COMPARE_DROP.toFixed(2)} below the --compare build's (median of per-pair differences)`,
-            met: drop <= TARGET_COMPARE_DROP,
-            value: `${drop > 0 ? '-' : '+'}${fixed(Math.abs(drop), 3)} (phase medians ${fixed(max.ratio, 3)} vs ${fixed(compareMax.ratio, 3)})`,
+            met: r.compareDrop <= TARGET_COMPARE_DROP,
+            value: `${r.compareDrop > 0 ? '-' : '+'}${fixed(Math.abs(r.compareDrop), 3)} (phase medians ${fixed(max.ratio, 3)} vs ${fixed(r.compare.max.ratio, 3)})`,
           },
         ]
       : []),
@@ -654,48 +804,109 @@ function targets(
         ]
       : []),
     { needs: ['max'], target: `rate ratio >= ${TARGET_MAX_RATIO.toFixed(2)} at max churn`, met: max.ratio >= TARGET_MAX_RATIO, value: `median ${fixed(max.ratio, 2)}` },
+    {
+      needs: ['max'],
+      target: `max-churn ratio within ${TARGET_BASELINE_GAP.toFixed(2)} of the C baseline's (same run, median of per-pair differences)`,
+      met: r.baselineGap <= TARGET_BASELINE_GAP,
+      value: `${fixed(Math.abs(r.baselineGap), 3)} ${r.baselineGap >= 0 ? 'below' : 'above'} it (phase medians ${fixed(max.ratio, 3)} vs ${fixed(r.baseline.max.ratio, 3)})`,
+    },
+    { needs: ['max'], target: `agent CPU <= ${TARGET_CPU_US} µs per connection at max churn`, met: max.cpuUsPerConn <= TARGET_CPU_US, value: `median ${fixed(max.cpuUsPerConn, 2)} µs` },
+    {
+      needs: ['max'],
+      target: `agent BPF time <= ${TARGET_BPF_US} µs per connection at max churn`,
+      met: bpfStats && max.bpfUsPerConn <= TARGET_BPF_US,
+      value: bpfStats ? `median ${fixed(max.bpfUsPerConn, 2)} µs` : 'not measured (--no-bpf-stats)',
+    },
+    ...(rssPeaks.length
+      ? [{ needs: [], target: `agent peak RSS <= ${TARGET_RSS_MIB} MiB`, met: Math.max(...rssPeaks) <= TARGET_RSS_MIB, value: `highest ${fixed(Math.max(...rssPeaks), 1)} MiB` }]
+      : []),
     { needs: ['paced'], target: `rate ratio 1.00 at paced ${int(PACED_RATE)}/s`, met: paced.ratio >= TARGET_PACED_RATIO, value: `median ${fixed(paced.ratio, 2)}` },
+    { needs: ['nginx'], target: `nginx requests/s ratio >= ${TARGET_NGINX_RATIO.toFixed(2)} with --sink stdout,format=json`, met: (nj?.ratio ?? 0) >= TARGET_NGINX_RATIO, value: `median ${fixed(nj?.ratio ?? NaN, 3)}` },
+    { needs: ['nginx'], target: `nginx requests/s ratio >= ${TARGET_NGINX_RATIO.toFixed(2)} with --sink metrics only`, met: (nm?.ratio ?? 0) >= TARGET_NGINX_RATIO, value: `median ${fixed(nm?.ratio ?? NaN, 3)}` },
+    {
+      needs: ['nginx'],
+      target: 'nginx: accepts on its port in /metrics = connections nginx accepted, every metrics run; JSON runs report at least as many (host-wide)',
+      met: nm?.lowestAcceptPct === 100 && nm.highestAcceptPct === 100 && (nj?.lowestAcceptPct ?? 0) >= 100,
+      value: `metrics ${percent(nm?.lowestAcceptPct ?? NaN)}..${percent(nm?.highestAcceptPct ?? NaN)}, JSON lowest ${percent(nj?.lowestAcceptPct ?? NaN)}`,
+    },
+    ...(ran.has('nginx') ? [{ needs: [], target: '0 events lost in the nginx phase', met: (nj?.lost ?? 0) + (nm?.lost ?? 0) === 0, value: int((nj?.lost ?? 0) + (nm?.lost ?? 0)) }] : []),
   ];
   return all.filter((t) => t.needs.every((p) => ran.has(p))).map(({ needs: _needs, ...t }) => t);
 }
 
-function report(pairs: number, max: PhaseSummary, paced: PhaseSummary, bulk: BulkSummary, compare: { max: PhaseSummary; paced: PhaseSummary } | undefined, goals: Target[]): string {
-  const line = (label: string, f: (s: PhaseSummary) => string): string[] => [label, f(max), f(paced)];
-  const compareLines = compare
-    ? [
-        ['rate ratio, --compare build', fixed(compare.max.ratio, 2), fixed(compare.paced.ratio, 2)],
-        ['--compare build CPU per 1,000 connections, ms', fixed(compare.max.cpuMsPer1k, 1), fixed(compare.paced.cpuMsPer1k, 1)],
-        ['--compare build peak RSS, MiB', fixed(compare.max.peakRssMiB, 1), fixed(compare.paced.peakRssMiB, 1)],
-      ]
-    : [];
-  const bulkTable = table([
-    [`bulk transfer: ${int(BULK_BYTES / 2 ** 30)} GiB over one loopback connection (iperf3), medians`, ''],
-    ['  alone, MB/s', int(bulk.aloneRate / 1e6)],
-    ['  rate ratio with the agent', fixed(bulk.ratio, 3)],
-    ...(compare ? [['  rate ratio with the --compare build', fixed(bulk.compareRatio, 3)]] : []),
-    [`  runs whose close event had the exact bytes (iperf3's + its ${IPERF3_COOKIE_BYTES}-byte cookie)`, `${bulk.exact} of ${bulk.runs}`],
-    ...(bulk.incomplete ? [['  runs in which iperf3 ended before moving all of it (not judged)', int(bulk.incomplete)]] : []),
-  ]);
-  const summary = table([
-    [`medians over ${plural(pairs, 'pair')}`, 'max churn', `paced ${int(PACED_RATE)}/s`],
-    line('workload alone, conn/s', (s) => int(s.aloneRate)),
-    line('workload with the agent, conn/s', (s) => int(s.agentRate)),
-    line('rate ratio (with / alone)', (s) => fixed(s.ratio, 2)),
-    line('connections reported (connect / made)', (s) => percent(s.connectPct)),
-    line('accept / made', (s) => percent(s.acceptPct)),
-    line('close / 2 / made', (s) => percent(s.closePct)),
-    line('events lost (sum of runs)', (s) => int(s.lost)),
-    line('agent CPU per 1,000 connections, ms', (s) => fixed(s.cpuMsPer1k, 1)),
-    line('agent peak RSS, MiB', (s) => fixed(s.peakRssMiB, 1)),
-    ...compareLines,
-  ]);
-  const refs = table([
-    ['rate ratio at max churn (paired runs, medians)', ''],
-    ...REFERENCES.map((r) => [`  ${r.name}`, r.ratio.toFixed(2)]),
-    ['  convis (this run)', fixed(max.ratio, 2)],
-  ]);
+function report(pairs: number, ran: Set<PhaseName>, r: Results, goals: Target[]): string {
+  const { max, paced, bulk, nginx } = r;
+  const sections: string[] = [];
+  if (ran.has('max') || ran.has('paced')) {
+    // a column per churn phase that ran; phase 0 is max churn, 1 paced
+    const cols = ([['max', 0, 'max churn'], ['paced', 1, `paced ${int(PACED_RATE)}/s`]] as const).filter(([k]) => ran.has(k));
+    const pick = <T,>(both: readonly [T, T]) => cols.map(([, i]) => both[i]);
+    const line = (label: string, f: (s: PhaseSummary) => string, both: readonly [PhaseSummary, PhaseSummary] = [max, paced]): string[] => [label, ...pick(both).map(f)];
+    const tracerLines = (who: string, both: readonly [PhaseSummary, PhaseSummary]) => [
+      line(`${who}: rate ratio (with / alone)`, (s) => fixed(s.ratio, 2), both),
+      line(`${who}: CPU per connection, µs`, (s) => fixed(s.cpuUsPerConn, 2), both),
+      line(`${who}: BPF time per connection, µs`, (s) => fixed(s.bpfUsPerConn, 2), both),
+      line(`${who}: peak RSS, MiB`, (s) => fixed(s.peakRssMiB, 1), both),
+      line(`${who}: events lost (sum of runs)`, (s) => int(s.lost), both),
+    ];
+    sections.push(
+      table([
+        [`medians over ${plural(pairs, 'pair')}`, ...cols.map(([, , title]) => title)],
+        line('workload alone, conn/s', (s) => int(s.aloneRate)),
+        line('workload with the agent, conn/s', (s) => int(s.agentRate)),
+        line('connections reported (connect / made)', (s) => percent(s.connectPct)),
+        line('accept / made', (s) => percent(s.acceptPct)),
+        line('close / 2 / made', (s) => percent(s.closePct)),
+        ...tracerLines('agent', [max, paced]),
+        ...tracerLines('C baseline', [r.baseline.max, r.baseline.paced]),
+        ['agent ratio below the C baseline\'s (median of per-pair differences)', ...pick([r.baselineGap, r.baselineGapPaced] as const).map((g) => fixed(g, 3))],
+        ...(r.compare ? tracerLines('--compare build', [r.compare.max, r.compare.paced]) : []),
+      ]),
+    );
+    if (ran.has('max') && max.bpfPrograms.length) {
+      // programs that did not run during the workload (UDP, snapshot, ...) are left out
+      const active = (p: { runsPerConn: number; usPerConn: number }) => p.runsPerConn >= 0.005 || p.usPerConn >= 0.0005;
+      sections.push(
+        table([
+          ['max churn, BPF time per connection by program (medians), µs', 'runs/conn', 'µs/conn'],
+          ...max.bpfPrograms.filter(active).map((p) => [`  agent ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
+          ...r.baseline.max.bpfPrograms.filter(active).map((p) => [`  C baseline ${p.name}`, fixed(p.runsPerConn, 2), fixed(p.usPerConn, 3)]),
+        ]),
+      );
+    }
+  }
+  if (ran.has('nginx')) {
+    const row = (label: string, f: (s: NonNullable<NginxSummary['byWho']['json']>) => string) => [
+      label,
+      ...(['json', 'metrics', 'baseline'] as const).map((w) => (nginx.byWho[w] ? f(nginx.byWho[w]!) : '-')),
+    ];
+    sections.push(
+      table([
+        [`nginx + ab, medians over ${plural(pairs, 'pair')} (alone: ${int(nginx.aloneRps)} req/s)`, 'agent JSON', 'agent metrics', 'C baseline'],
+        row('requests/s ratio (with / alone)', (s) => fixed(s.ratio, 3)),
+        row('accept events / connections accepted', (s) => percent(s.acceptPct)),
+        row('events lost (sum of runs)', (s) => int(s.lost)),
+        row('CPU per connection, µs', (s) => fixed(s.cpuUsPerConn, 2)),
+        row('BPF time per connection, µs', (s) => fixed(s.bpfUsPerConn, 2)),
+        row('peak RSS, MiB', (s) => fixed(s.peakRssMiB, 1)),
+      ]),
+    );
+  }
+  if (ran.has('bulk')) {
+    sections.push(
+      table([
+        [`bulk transfer: ${int(BULK_BYTES / 2 ** 30)} GiB over one loopback connection (iperf3), medians`, ''],
+        ['  alone, MB/s', int(bulk.aloneRate / 1e6)],
+        ['  rate ratio with the agent', fixed(bulk.ratio, 3)],
+        ...(r.compare ? [['  rate ratio with the --compare build', fixed(bulk.compareRatio, 3)]] : []),
+        [`  runs whose close event had the exact bytes (iperf3's + its ${IPERF3_COOKIE_BYTES}-byte cookie)`, `${bulk.exact} of ${bulk.runs}`],
+        ...(bulk.incomplete ? [['  runs in which iperf3 ended before moving all of it (not judged)', int(bulk.incomplete)]] : []),
+      ]),
+    );
+  }
   const goalLines = goals.map((g) => `  ${g.met ? '[met]   ' : '[missed]'} ${g.target}: ${g.value}`).join('\n');
-  return `${summary}\n\n${bulkTable}\n\n${refs}\n\ntargets:\n${goalLines}`;
+  sections.push(`targets:\n${goalLines}`);
+  return sections.join('\n\n');
 }
 
 function stageReport(s: StageCosts): string {
@@ -713,20 +924,36 @@ function stageReport(s: StageCosts): string {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: must run as root (the agent loads eBPF programs)\n');
+    process.stderr.write('bench: must run as root (the tracers load eBPF programs)\n');
     process.exit(1);
   }
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(opts.agent)) throw new Error(`no agent at ${opts.agent} (build convis first, or pass --agent PATH)`);
   if (opts.compare && !existsSync(opts.compare)) throw new Error(`no agent at ${opts.compare} (--compare)`);
+  const churnPhases = (['max', 'paced'] as const).filter((p) => opts.phases.has(p)).length;
+  if (opts.phases.has('nginx')) {
+    requireTool('/usr/sbin/nginx', 'nginx');
+    requireTool('/usr/bin/ab', 'apache2-utils');
+  }
+  if (opts.phases.has('bulk')) requireTool('/usr/bin/iperf3', 'iperf3');
   buildChurn();
-  const agents: [Who, string][] = [['agent', opts.agent], ...(opts.compare ? [['compare', opts.compare] as [Who, string]] : [])];
-  const churnPhases = ['max', 'paced'].filter((p) => opts.phases.has(p as PhaseName)).length;
-  const runsTotal = opts.pairs * churnPhases * (1 + agents.length);
+  if (churnPhases || opts.phases.has('nginx')) buildMintrace();
+  const bpfStats = opts.bpfStats && enableBpfStats();
+  if (opts.bpfStats && !bpfStats) process.stderr.write('bench: could not turn kernel.bpf_stats_enabled on: BPF times will read 0\n');
+
+  const agentSpec = convisSpec(opts.agent, ['stdout,format=json']);
+  const churnTracers: [Who, TracerSpec][] = [
+    ['agent', agentSpec],
+    ['baseline', baselineSpec],
+    ...(opts.compare ? [['compare', convisSpec(opts.compare, ['stdout,format=json'], '--compare agent')] as [Who, TracerSpec]] : []),
+  ];
+  const runsTotal = opts.pairs * (churnPhases * (1 + churnTracers.length) + (opts.phases.has('nginx') ? 4 : 0));
   process.stdout.write(
     `convis bench: kernel ${release()}, ${cpus().length} CPUs; churn ${CLIENTS} clients + ${SERVERS} servers, ` +
-      `${plural(opts.pairs, 'pair')} of ${opts.seconds} s per phase (${runsTotal} runs, about ${Math.ceil((runsTotal * (opts.seconds + 3)) / 60) + 1} min); ` +
-      `agent ${opts.agent}${opts.compare ? `, compared with ${opts.compare}` : ''}\n\n`,
+      `${plural(opts.pairs, 'pair')} of ${opts.seconds} s per phase (${runsTotal} timed runs, about ${Math.ceil((runsTotal * (opts.seconds + 4)) / 60) + 1} min` +
+      `${opts.phases.has('bulk') ? ' + bulk' : ''}${opts.phases.has('stages') ? ' + stages' : ''}${opts.phases.has('query') ? ' + query' : ''}); ` +
+      `agent ${opts.agent}${opts.compare ? `, compared with ${opts.compare}` : ''}; C baseline ${baselineSpec.command}; ` +
+      `BPF run time ${bpfStats ? 'measured (kernel.bpf_stats_enabled=1 for this run)' : 'not measured'}\n\n`,
   );
 
   const phases: Phase[] = [
@@ -741,14 +968,14 @@ async function main(): Promise<void> {
       process.stdout.write(`${phase.name}, pair ${pair}, alone: ${int(alone.rate)} conn/s, ${int(alone.failed)} failed\n`);
       await sleep(SETTLE_MS);
 
-      // the two agents swap places every other pair, so whatever the VM
-      // does to the second run of a pair falls on each build alike
-      for (const [who, entry] of pair % 2 === 0 ? [...agents].reverse() : agents) {
-        const { churn, measure } = await runWithAgent(entry, opts, phase.rate);
+      // the tracers take turns at each place in a pair, so whatever the VM
+      // does to the later runs of a pair falls on each alike
+      for (const [who, spec] of rotate(churnTracers, pair)) {
+        const { churn, measure } = await runWithTracer(spec, opts, phase.rate);
         phase.runs.push({ pair, who, churn, measure });
         const e = measure.summary.events;
         process.stdout.write(
-          `${phase.name}, pair ${pair}, with ${who === 'agent' ? 'agent' : '--compare agent'}: ${int(churn.rate)} conn/s, ${int(churn.failed)} failed; ` +
+          `${phase.name}, pair ${pair}, ${WHO_TEXT[who]}: ${int(churn.rate)} conn/s, ${int(churn.failed)} failed; ` +
             `made ${int(churn.connections)}, connect ${int(e.connect)}, accept ${int(e.accept)}, close ${int(e.close)}, lost ${int(measure.summary.lost)}` +
             `${measure.otherConnects ? `; ${int(measure.otherConnects)} other connects on the host` : ''}\n`,
         );
@@ -758,29 +985,66 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${phaseTable(phase)}\n\n`);
   }
 
+  const nginxRuns: NginxRun[] = [];
+  if (opts.phases.has('nginx')) {
+    const nginx = await startNginx();
+    try {
+      const withTracer: Exclude<NginxWho, 'alone'>[] = ['json', 'metrics', 'baseline'];
+      for (let pair = 1; pair <= opts.pairs; pair++) {
+        const ab = await runAb(nginx.port, opts.seconds);
+        nginxRuns.push({ pair, who: 'alone', ab, accepted: NaN });
+        process.stdout.write(`nginx, pair ${pair}, alone: ${int(ab.rps)} req/s, ${int(ab.failed)} failed\n`);
+        await sleep(SETTLE_MS);
+        for (const who of rotate(withTracer, pair)) {
+          const run = await runNginxWith(who, opts, nginx);
+          run.pair = pair;
+          nginxRuns.push(run);
+          const e = run.measure.summary.events;
+          process.stdout.write(
+            `nginx, pair ${pair}, ${NGINX_WHO_TEXT[who]}: ${int(run.ab.rps)} req/s, ${int(run.ab.failed)} failed; nginx accepted ${int(run.accepted)}, ` +
+              `${run.portAccepts !== undefined ? `accepts on its port in /metrics ${int(run.portAccepts)}, ` : ''}accept events ${int(e.accept)}, lost ${int(run.measure.summary.lost)}\n`,
+          );
+          await sleep(SETTLE_MS);
+        }
+      }
+    } finally {
+      await nginx.stop();
+    }
+    process.stdout.write(`\n${nginxTable(nginxRuns)}\n\n`);
+  }
+
   const bulkRuns: BulkRun[] = [];
+  const bulkAgents: [Who, string][] = [['agent', opts.agent], ...(opts.compare ? [['compare', opts.compare] as [Who, string]] : [])];
   for (let pair = 1; opts.phases.has('bulk') && pair <= opts.pairs; pair++) {
     const alone = await runBulk();
     bulkRuns.push({ pair, who: 'alone', bulk: alone });
     process.stdout.write(`bulk, pair ${pair}, alone: ${int(alone.rate / 1e6)} MB/s\n`);
     await sleep(SETTLE_MS);
-    for (const [who, entry] of pair % 2 === 0 ? [...agents].reverse() : agents) {
+    for (const [who, entry] of rotate(bulkAgents, pair)) {
       const r = await runBulkWithAgent(entry);
       bulkRuns.push({ pair, who, ...r });
       process.stdout.write(
-        `bulk, pair ${pair}, with ${who === 'agent' ? 'agent' : '--compare agent'}: ${int(r.bulk.rate / 1e6)} MB/s; ` +
+        `bulk, pair ${pair}, ${WHO_TEXT[who]}: ${int(r.bulk.rate / 1e6)} MB/s; ` +
           `iperf3 moved ${int(r.bulk.bytes)} bytes, the agent's close says ${r.reported === undefined ? 'nothing' : int(r.reported)}\n`,
       );
       await sleep(SETTLE_MS);
     }
   }
-  const bulk = summarizeBulk(bulkRuns);
 
-  const [max, paced] = phases.map((p) => summarize(p)) as [PhaseSummary, PhaseSummary];
-  const compare = opts.compare ? { max: summarize(phases[0]!, 'compare'), paced: summarize(phases[1]!, 'compare') } : undefined;
-  const drop = opts.compare ? pairedDrop(phases[0]!) : NaN;
-  const goals = targets(opts.phases, max, paced, bulk, compare?.max, drop);
-  process.stdout.write(`${report(opts.pairs, max, paced, bulk, compare, goals)}\n`);
+  const [maxPhase, pacedPhase] = phases as [Phase, Phase];
+  const results: Results = {
+    max: summarize(maxPhase),
+    paced: summarize(pacedPhase),
+    baseline: { max: summarize(maxPhase, 'baseline'), paced: summarize(pacedPhase, 'baseline') },
+    baselineGap: pairedGap(maxPhase, 'agent', 'baseline'),
+    baselineGapPaced: pairedGap(pacedPhase, 'agent', 'baseline'),
+    ...(opts.compare ? { compare: { max: summarize(maxPhase, 'compare'), paced: summarize(pacedPhase, 'compare') } } : {}),
+    compareDrop: opts.compare ? pairedGap(maxPhase, 'agent', 'compare') : NaN,
+    nginx: summarizeNginx(nginxRuns),
+    bulk: summarizeBulk(bulkRuns),
+  };
+  const goals = targets(opts.phases, results, bpfStats);
+  process.stdout.write(`${report(opts.pairs, opts.phases, results, goals)}\n`);
 
   let stages: StageCosts | undefined;
   if (opts.phases.has('stages')) {
@@ -796,6 +1060,12 @@ async function main(): Promise<void> {
     process.stdout.write(`${queryReport(queries)}\n`);
   }
 
+  let bpftool = '';
+  try {
+    bpftool = execFileSync('bpftool', ['version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
+  } catch {
+    // informational
+  }
   writeFileSync(
     RESULTS,
     `${JSON.stringify(
@@ -803,17 +1073,19 @@ async function main(): Promise<void> {
         date: new Date().toISOString(),
         kernel: release(),
         cpus: cpus().length,
-        options: { ...opts, phases: [...opts.phases], clients: CLIENTS, servers: SERVERS, pacedRate: PACED_RATE, drainMs: DRAIN_MS },
+        options: { ...opts, phases: [...opts.phases], clients: CLIENTS, servers: SERVERS, pacedRate: PACED_RATE, drainMs: DRAIN_MS, abConcurrency: AB_CONCURRENCY },
         clockTicks,
+        bpfStats,
+        bpftool,
         phases: phases.map((p) => {
           const baseline = aloneMedian(p);
           return { ...p, aloneMedianRate: baseline, runs: p.runs.map((r) => ({ ...r, stats: stats(r, baseline) })) };
         }),
-        summary: { max, paced, bulk, ...(compare ? { compare, pairedDrop: drop } : {}) },
+        nginxRuns: nginxRuns.map((r) => ({ ...r, stats: nginxStats(r, results.nginx.aloneRps) })),
+        summary: results,
         bulkRuns,
         stages,
         queries,
-        references: REFERENCES,
         targets: goals,
       },
       null,
@@ -827,7 +1099,6 @@ main().then(
   () => process.exit(0),
   (err: unknown) => {
     process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    killChildren();
     process.exit(1);
   },
 );

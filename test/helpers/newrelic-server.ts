@@ -45,6 +45,14 @@ export interface FakeNewRelicOptions {
   key: string;
   /** compressed bytes accepted per POST (default 1,000,000, the documented limit) */
   maxBytes?: number;
+  /**
+   * Called with every event accepted. With keepEvents false the events are
+   * only counted (accepted) and passed here, not kept: for long runs (the
+   * soak) that would otherwise hold millions of them.
+   */
+  onEvent?: (e: NrEvent) => void;
+  /** default true */
+  keepEvents?: boolean;
 }
 
 export interface RecordedRequest {
@@ -91,6 +99,8 @@ function eventProblem(e: NrEvent): string | null {
 export class FakeNewRelic {
   /** events accepted, in the order they arrived */
   readonly events: NrEvent[] = [];
+  /** events accepted, kept or not */
+  accepted = 0;
   readonly requests: RecordedRequest[] = [];
   /** events New Relic would drop after accepting them (NrIntegrationError) */
   readonly integrationErrors: string[] = [];
@@ -110,9 +120,14 @@ export class FakeNewRelic {
     this.maxBytes = maxBytes ?? MAX_BODY_BYTES;
   }
 
+  private onEvent: ((e: NrEvent) => void) | undefined;
+  private keepEvents = true;
+
   static async start(o: FakeNewRelicOptions): Promise<FakeNewRelic> {
     const server = http.createServer();
     const fake = new FakeNewRelic(server, o.account, o.key, o.maxBytes);
+    fake.onEvent = o.onEvent;
+    fake.keepEvents = o.keepEvents ?? true;
     server.on('request', (req, res) => fake.handle(req, res));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return fake;
@@ -268,7 +283,11 @@ export class FakeNewRelic {
     for (const e of parsed as NrEvent[]) {
       const problem = eventProblem(e);
       if (problem) this.integrationErrors.push(problem);
-      else this.events.push(e);
+      else {
+        this.accepted++;
+        this.onEvent?.(e);
+        if (this.keepEvents) this.events.push(e);
+      }
     }
     this.answer(res, rec, 200, { success: true, uuid: randomUUID() });
   }
