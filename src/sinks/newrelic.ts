@@ -89,7 +89,7 @@ export interface NewRelicOptions {
   maxEventsPerPost?: number;
   /** gzipped bytes per request, default 1,000,000 (the documented maximum) */
   maxBytesPerPost?: number;
-  /** events waiting to be sent, default 100,000; beyond it the oldest are dropped */
+  /** events waiting to be sent, default 20,000 (10 full requests); beyond it the oldest are dropped */
   maxQueueEvents?: number;
   /** how often queued events are sent, default 5000 ms */
   flushMs?: number;
@@ -350,14 +350,20 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 export class NewRelicSink implements Sink {
   readonly name = 'newrelic';
   private readonly timer: NodeJS.Timeout;
-  private readonly delivery: HttpDelivery<NewRelicEvent>;
+  /**
+   * Queues the events themselves (which share their process, container and
+   * pod objects), converted only when a request is made: at a rate the
+   * account cannot take, the queue drops the oldest, and converting those
+   * first would cost CPU for nothing and memory for a queue of fat objects.
+   */
+  private readonly delivery: HttpDelivery<ConnectionEvent>;
   private closing: Promise<void> | null = null;
   private closed = false;
 
   constructor(options: NewRelicOptions, deps: NewRelicSinkDeps) {
     const maxEvents = Math.floor(positive('maxEventsPerPost', options.maxEventsPerPost, EVENT_API_MAX_EVENTS_PER_POST));
     const maxBytes = positive('maxBytesPerPost', options.maxBytesPerPost, EVENT_API_MAX_BYTES_PER_POST);
-    const maxQueue = Math.floor(positive('maxQueueEvents', options.maxQueueEvents, 100_000));
+    const maxQueue = Math.floor(positive('maxQueueEvents', options.maxQueueEvents, 20_000));
     const flushMs = positive('flushMs', options.flushMs, 5000);
     const u = options.endpoint;
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError('NewRelicSink: endpoint must be http or https');
@@ -370,11 +376,11 @@ export class NewRelicSink implements Sink {
       [options.keyHeader ?? 'X-Insert-Key']: options.key,
       'User-Agent': `convis/${version()}`,
     };
-    this.delivery = new HttpDelivery<NewRelicEvent>({
+    this.delivery = new HttpDelivery<ConnectionEvent>({
       name: 'newrelic',
       endpoint: u,
       log: deps.log,
-      encode: (events) => gzipAsync(JSON.stringify(events)),
+      encode: (events) => gzipAsync(JSON.stringify(this.convert(events))),
       headers: () => headers,
       secrets: [options.key],
       unitNoun: 'event',
@@ -402,16 +408,20 @@ export class NewRelicSink implements Sink {
       this.delivery.drop(events.length);
       return;
     }
-    const converted: NewRelicEvent[] = [];
+    this.delivery.pushAll(events);
+  }
+
+  private convert(events: readonly ConnectionEvent[]): NewRelicEvent[] {
+    const out: NewRelicEvent[] = [];
     for (const e of events) {
       try {
-        converted.push(toNewRelicEvent(e));
+        out.push(toNewRelicEvent(e));
       } catch {
-        // a malformed event must not take the capture path down
+        // a malformed event must not take the sender down
         this.delivery.drop(1);
       }
     }
-    this.delivery.pushAll(converted);
+    return out;
   }
 
   /** Sends everything queued; waits at most closeTimeoutMs, then counts what is left as dropped. */
