@@ -66,6 +66,8 @@ export interface AgentResult {
 
 export class Agent {
   readonly events: JsonEvent[] = [];
+  /** lines that are not JSON (a SIGKILL can cut the last one) */
+  readonly unfinished: string[] = [];
   /** every line printed, as printed */
   stdout = '';
   stderr = '';
@@ -77,7 +79,12 @@ export class Agent {
     this.exited = new Promise((res) => child.once('exit', (code) => res(code)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
       this.stdout += `${line}\n`;
-      this.events.push(JSON.parse(line) as JsonEvent);
+      try {
+        this.events.push(JSON.parse(line) as JsonEvent);
+      } catch {
+        // only an agent killed in the middle of a line leaves one unfinished
+        this.unfinished.push(line);
+      }
     });
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => (this.stderr += d));
