@@ -23,12 +23,14 @@ import { Tracer } from '../tracer/tracer.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { secrets } from '../config/secrets.js';
 import { PolicyAlerts } from '../policy/alerts.js';
-import { FlowLogError } from '../flowlog/db.js';
-import { runQuery } from '../flowlog/query.js';
-import { Policy, PolicyError } from '../policy/policy.js';
+import type { Policy } from '../policy/policy.js';
+
+// the policy (YAML, globs) and the flow log (SQLite) are loaded only when
+// used: every agent would otherwise pay for them in memory
 
 /** The policy at start: a file that does not load stops convis (exit 2). */
-function loadPolicy(file: string): Policy {
+async function loadPolicy(file: string): Promise<Policy> {
+  const { Policy, PolicyError } = await import('../policy/policy.js');
   try {
     return Policy.load(file);
   } catch (e) {
@@ -55,7 +57,7 @@ Options:
   --btf FILE                  BTF to read CO-RE relocations from (the kernel still needs its own BTF)
   --proc-root DIR             procfs to read processes from (default: /proc)
   --sys-root DIR              sysfs root (default: /sys)
-  --ring-buffer SIZE          kernel-to-agent ring buffer size, a power of two from 4KiB to 1GiB (default: 16MiB)
+  --ring-buffer SIZE          kernel-to-agent ring buffer size, a power of two from 4KiB to 1GiB (default: 8MiB)
   --ring-buffer-mib N         the same in MiB
   --cri-socket PATH           CRI runtime socket (default: containerd's or CRI-O's usual one, if present)
   --podman-socket PATH        podman API socket (default: /run/podman/podman.sock, if present)
@@ -94,7 +96,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   let sinks: Sink[] = [];
 
   // a bad policy is a usage error, found before anything is loaded
-  const policy = config.policyFile !== undefined ? new PolicyAlerts(loadPolicy(config.policyFile), config.nodeName) : undefined;
+  const policy = config.policyFile !== undefined ? new PolicyAlerts(await loadPolicy(config.policyFile), config.nodeName) : undefined;
   const wantsMetrics = parsedSinks.some((p) => p.metrics);
   const flows = wantsMetrics ? new FlowTable({ maxFlows: config.maxFlows }) : undefined;
   const listeners = wantsMetrics ? new ListenerTable() : undefined;
@@ -168,11 +170,12 @@ async function run(config: Config, log: Logger): Promise<number> {
   const pipe = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
   pipeline = pipe;
   // SIGHUP reloads the policy; one that does not load leaves the old one in force
-  const reload = () => {
+  const reload = async () => {
     if (!policy) {
       log.info('SIGHUP: no --policy to reload');
       return;
     }
+    const { Policy } = await import('../policy/policy.js');
     try {
       policy.replace(Policy.load(policy.policy.file));
       log.info(`policy ${policy.policy.file} reloaded: ${policy.policy.rules.length} rules`);
@@ -180,7 +183,8 @@ async function run(config: Config, log: Logger): Promise<number> {
       log.info(`${(e as Error).message}; kept the policy in force`);
     }
   };
-  process.on('SIGHUP', reload);
+  const onHup = () => void reload();
+  process.on('SIGHUP', onHup);
 
   t.start((records) => {
     counts.add(records);
@@ -218,7 +222,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     stopping ??= (async () => {
       clearInterval(gcTimer);
       clearInterval(healthTimer);
-      process.off('SIGHUP', reload);
+      process.off('SIGHUP', onHup);
       await t.stop();
       warnLost();
       await pipe.drain();
@@ -261,7 +265,9 @@ async function run(config: Config, log: Logger): Promise<number> {
 }
 
 /** `convis query ...`: one line and status 2 for a usage error, 1 for a flow log that cannot be read. */
-function query(argv: string[], log: Logger): number {
+async function query(argv: string[], log: Logger): Promise<number> {
+  const { runQuery } = await import('../flowlog/query.js');
+  const { FlowLogError } = await import('../flowlog/db.js');
   try {
     return runQuery(argv, (text) => process.stdout.write(text));
   } catch (e) {

@@ -82,3 +82,12 @@ export function podFromLabels(labels: Record<string, string>): PodRef | undefine
 export function containerName(runtimeName: string, labels: Record<string, string>): string {
   return labels[CONTAINER_NAME] || runtimeName.replace(/^\//, '');
 }
+
+/** Where CRI runtimes listen by default: containerd, CRI-O, k3s. */
+export const DEFAULT_CRI_SOCKETS: readonly string[] = [
+  '/run/containerd/containerd.sock',
+  '/var/run/containerd/containerd.sock',
+  '/run/crio/crio.sock',
+  '/var/run/crio/crio.sock',
+  '/run/k3s/containerd/containerd.sock',
+];

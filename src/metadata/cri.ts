@@ -20,14 +20,8 @@ import {
   type RuntimeName,
 } from './container.js';
 
-/** Where CRI runtimes listen by default: containerd, CRI-O, k3s. */
-export const DEFAULT_CRI_SOCKETS: readonly string[] = [
-  '/run/containerd/containerd.sock',
-  '/var/run/containerd/containerd.sock',
-  '/run/crio/crio.sock',
-  '/var/run/crio/crio.sock',
-  '/run/k3s/containerd/containerd.sock',
-];
+import { DEFAULT_CRI_SOCKETS } from './container.js';
+export { DEFAULT_CRI_SOCKETS };
 
 export type CriApiVersion = 'v1' | 'v1alpha2';
 export type CriService = 'RuntimeService' | 'ImageService';

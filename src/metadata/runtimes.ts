@@ -12,7 +12,11 @@
 import { existsSync } from 'node:fs';
 import type { Logger } from '../util/log.js';
 import { RuntimeUnavailableError, type ContainerInfo, type PodRuntimeClient, type PodSandbox, type RuntimeClient, type RuntimeName } from './container.js';
-import { CriClient, detectCriSocket } from './cri.js';
+import type { CriClient } from './cri.js';
+import { DEFAULT_CRI_SOCKETS } from './container.js';
+
+/** The CRI client, loaded only on a node with a CRI socket: gRPC costs every other agent about 13 MiB. */
+const criModule = () => import('./cri.js');
 import { DOCKER_DEFAULT_ENDPOINT, DockerClient, PODMAN_DEFAULT_ENDPOINT, parseDockerEndpoint } from './docker.js';
 
 export interface RuntimeConfig {
@@ -45,7 +49,8 @@ class LazyCriClient implements PodRuntimeClient {
 
   async connect(): Promise<CriClient> {
     if (this.client) return this.client;
-    this.connecting ??= CriClient.connect(this.endpoint)
+    this.connecting ??= criModule()
+      .then(({ CriClient }) => CriClient.connect(this.endpoint))
       .then((c) => (this.client = c))
       .finally(() => (this.connecting = undefined));
     return this.connecting;
@@ -107,7 +112,8 @@ export async function openRuntimes(config: RuntimeConfig, log: Logger): Promise<
     await announce(log, 'podman', podman.endpoint, () => podman.ping());
   }
 
-  const criSocket = config.criSocket ?? (await detectCriSocket());
+  const criSocket =
+    config.criSocket ?? (DEFAULT_CRI_SOCKETS.some((p) => existsSync(p)) ? await (await criModule()).detectCriSocket() : undefined);
   if (criSocket !== undefined) {
     const cri = new LazyCriClient(criSocket);
     runtimes.push(cri);

@@ -1,7 +1,9 @@
 /**
  * The sink registry: which --sink types exist, their keys, validation at
  * start-up (before anything is loaded) and construction. A type is listed
- * here only when it is implemented.
+ * here only when it is implemented. Sinks with heavy dependencies are
+ * imported when one is made, so an agent pays in memory only for the sinks
+ * it runs.
  */
 import type { MetricsSource } from '../aggregate/metrics.js';
 import { ConfigError } from '../config/errors.js';
@@ -10,7 +12,7 @@ import type { EnvCredentials } from '../config/config.js';
 import type { Logger } from '../util/log.js';
 import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
-import { parsePrometheusOptions, PrometheusSink, type PrometheusSinkOptions } from './prometheus/sink.js';
+import { parsePrometheusOptions, type PrometheusSinkOptions } from './prometheus/options.js';
 import type { Sink } from './sink.js';
 import { DEFAULT_STDOUT_BUFFER_BYTES, StdoutSink, type StdoutFormat } from './stdout.js';
 import { parseSizeBytes } from '../config/size.js';
@@ -85,7 +87,8 @@ const prometheus: SinkType<PrometheusSinkOptions> = {
   },
   metrics: true,
   parse: parsePrometheusOptions,
-  create: (p, ctx) => new PrometheusSink(p, { source: ctx.metrics, log: ctx.log }),
+  // loaded only when used: protobufjs and snappy cost memory every agent would pay
+  create: async (p, ctx) => new (await import('./prometheus/sink.js')).PrometheusSink(p, { source: ctx.metrics, log: ctx.log }),
 };
 
 const newrelic: SinkType<NewRelicOptions> = {
