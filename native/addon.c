@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -608,6 +609,9 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 
+	/* loading parsed the kernel's BTF (several MiB, freed since): give that
+	 * memory back instead of keeping it in the heap for the agent's life */
+	malloc_trim(0);
 	NAPI_CALL(env, napi_create_external(env, t, tracer_finalize, NULL, &handle));
 	return handle;
 }
