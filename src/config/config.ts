@@ -85,7 +85,7 @@ export function defaultNodeName(procRoot: string, ownHostname: () => string = ho
   return ownHostname();
 }
 
-/** The ring buffer's size from --ring-buffer SIZE (4KiB to 1GiB) or --ring-buffer-mib N, a power of two (default 16 MiB). */
+/** The ring buffer's size from --ring-buffer SIZE (4KiB to 1GiB) or --ring-buffer-mib N, a power of two (default 8 MiB: at the highest rates measured here, 0.4 s of events). */
 function ringBufferBytes(size: string | undefined, mib: string | undefined): number {
   if (size !== undefined && mib !== undefined) throw new ConfigError('give --ring-buffer or --ring-buffer-mib, not both');
   if (mib !== undefined) {
@@ -93,7 +93,7 @@ function ringBufferBytes(size: string | undefined, mib: string | undefined): num
     if ((n & (n - 1)) !== 0 || n > 1024) throw new ConfigError(`--ring-buffer-mib must be a power of two up to 1024, not ${n}`);
     return n * MIB;
   }
-  if (size === undefined) return 16 * MIB;
+  if (size === undefined) return 8 * MIB;
   const bytes = parseSizeBytes(size) ?? NaN;
   if (!Number.isSafeInteger(bytes) || bytes < 4096 || bytes > 1024 * MIB || (bytes & (bytes - 1)) !== 0) {
     throw new ConfigError(`--ring-buffer must be a power of two from 4KiB to 1GiB (e.g. 64KiB, 16MiB), not ${JSON.stringify(size)}`);

@@ -6,7 +6,7 @@ import { preflight } from './preflight.js';
 import { clockOffset, type ClockOffset } from '../util/time.js';
 
 export interface TracerOptions {
-  /** ring buffer size in bytes: a power of two, at least one page (default 16 MiB) */
+  /** ring buffer size in bytes: a power of two, at least one page (default 8 MiB) */
   ringBytes?: number;
   /** most TCP sockets tracked at once (default 262144) */
   maxSockets?: number;
@@ -57,7 +57,7 @@ type Validated = Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultA
   Pick<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery'>;
 
 function validate(o: TracerOptions): Validated {
-  const ringBytes = o.ringBytes ?? 16 << 20;
+  const ringBytes = o.ringBytes ?? 8 << 20;
   if (!Number.isInteger(ringBytes) || ringBytes < 4096 || ringBytes > 2 ** 31 || (ringBytes & (ringBytes - 1)) !== 0) {
     throw new RangeError(`ringBytes must be a power of two between 4096 and 2^31, got ${ringBytes}`);
   }

@@ -62,7 +62,7 @@ test('sink validation: unknown type, unknown key, bad format value', () => {
 test('config: defaults, repeated --sink, node name precedence', () => {
   const c = parseConfig([], {});
   assert.deepEqual(c.sinks.map((s) => s.type), ['stdout']);
-  assert.equal(c.ringBytes, 16 << 20);
+  assert.equal(c.ringBytes, 8 << 20);
   assert.equal(c.procRoot, '/proc');
   assert.equal(parseConfig([], { NODE_NAME: 'n1' }).nodeName, 'n1');
   assert.equal(parseConfig(['--node-name', 'n2'], { NODE_NAME: 'n1' }).nodeName, 'n2');
@@ -70,6 +70,8 @@ test('config: defaults, repeated --sink, node name precedence', () => {
   assert.deepEqual(two.sinks.map((s) => s.options.format ?? 'text'), ['text', 'json']);
   assert.equal(two.verbose, true);
   assert.equal(parseConfig(['--ring-buffer-mib', '64'], {}).ringBytes, 64 << 20);
+  assert.equal(parseConfig(['--ring-buffer', '16KiB'], {}).ringBytes, 16 << 10);
+  assert.equal(parseConfig(['--ring-buffer', '1GiB'], {}).ringBytes, 1 << 30);
   assert.equal(c.intervalMs, 10_000, 'updates every 10 s by default');
   for (const [text, ms] of [['1s', 1000], ['30', 30_000], ['1.5m', 90_000], ['2500ms', 2500], ['1h', 3_600_000]] as const) {
     assert.equal(parseConfig(['--interval', text], {}).intervalMs, ms, text);
@@ -81,6 +83,10 @@ test('config: bad flags are one ConfigError', () => {
     [['--bogus'], /Unknown option '--bogus'/],
     [['extra'], /positional argument/],
     [['--ring-buffer-mib', '3'], /power of two/],
+    [['--ring-buffer', '3KiB'], /power of two from 4KiB to 1GiB/],
+    [['--ring-buffer', '2GiB'], /power of two from 4KiB to 1GiB/],
+    [['--ring-buffer', 'lots'], /power of two from 4KiB to 1GiB/],
+    [['--ring-buffer', '64KiB', '--ring-buffer-mib', '1'], /not both/],
     [['--ring-buffer-mib', 'lots'], /positive whole number/],
     [['--node-name', ' '], /must not be empty/],
     [['--sink'], /argument missing/],
