@@ -166,7 +166,9 @@ async function run(config: Config, log: Logger): Promise<number> {
   if (cgroupPath) cgroups = new CgroupIndex({ root: cgroupPath });
   containers = new Containers({ ...runtimes, log, ...(cgroups ? { cgroups } : {}) });
   dns = new DnsNames();
-  const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset, dns });
+  // remote names are shown only by sinks of events and used by policy domains: metrics-only agents do not look them up per event
+  const wantsNames = parsedSinks.some((p) => p.events) || policy !== undefined;
+  const enricher = new Enricher({ processes, containers, node: config.nodeName, clockOffset: t.clockOffset, ...(wantsNames ? { dns } : {}) });
   const pipe = new Pipeline({ enricher, containers, sinks, ...(flows ? { flows } : {}), ...(listeners ? { listeners } : {}), ...(policy ? { policy } : {}) });
   pipeline = pipe;
   // SIGHUP reloads the policy; one that does not load leaves the old one in force

@@ -31,6 +31,8 @@ interface SinkType<T> {
   keys: Record<string, string>;
   /** whether it reads the metrics registry (so flows must be aggregated) */
   metrics: boolean;
+  /** whether it shows events themselves (so they need what only events carry: remote DNS names) */
+  events: boolean;
   /** validates and converts; throws ConfigError with one line that names no secret */
   parse(options: Record<string, string>, env: EnvCredentials): T;
   create(parsed: T, ctx: SinkContext): Sink | Promise<Sink>;
@@ -50,6 +52,7 @@ const stdout: SinkType<{ format: StdoutFormat; maxBufferBytes: number }> = {
     max_buffer: `output held for a reader that is not reading (default 16MiB); past it, events are dropped and counted`,
   },
   metrics: false,
+  events: true,
   parse(o) {
     checkKeys('stdout', o, ['format', 'max_buffer']);
     const format = o.format ?? 'text';
@@ -66,6 +69,7 @@ const stdout: SinkType<{ format: StdoutFormat; maxBufferBytes: number }> = {
 const metrics: SinkType<{ host: string; port: number }> = {
   keys: { listen: 'HOST:PORT to serve /metrics on (Prometheus text format), e.g. 127.0.0.1:9400 or :9400' },
   metrics: true,
+  events: false,
   parse(o) {
     checkKeys('metrics', o, ['listen']);
     if (o.listen === undefined) throw new ConfigError('--sink metrics needs listen=HOST:PORT');
@@ -86,6 +90,7 @@ const prometheus: SinkType<PrometheusSinkOptions> = {
     interval: 'how often counters are sent, e.g. 10s (default), 500ms, 1m',
   },
   metrics: true,
+  events: false,
   parse: parsePrometheusOptions,
   // loaded only when used: protobufjs and snappy cost memory every agent would pay
   create: async (p, ctx) => new (await import('./prometheus/sink.js')).PrometheusSink(p, { source: ctx.metrics, log: ctx.log }),
@@ -94,6 +99,7 @@ const prometheus: SinkType<PrometheusSinkOptions> = {
 const newrelic: SinkType<NewRelicOptions> = {
   keys: { ...NEW_RELIC_SPEC_KEYS },
   metrics: false,
+  events: true,
   parse: parseNewRelicOptions,
   create: (p, ctx) => new NewRelicSink(p, { log: ctx.log }),
 };
@@ -105,6 +111,7 @@ const flowlog: SinkType<FlowLogOptions> = {
     max_size: 'the most the file may take, oldest rows deleted first (default 1GiB)',
   },
   metrics: false,
+  events: true,
   parse: (o) => parseFlowLogOptions(o),
   create: (p, ctx) => {
     try {
@@ -130,6 +137,7 @@ export interface ParsedSink {
   type: string;
   parsed: unknown;
   metrics: boolean;
+  events: boolean;
 }
 
 /** Checks every spec; throws ConfigError with one sentence. */
@@ -137,7 +145,7 @@ export function parseSinkSpecs(specs: readonly SinkSpec[], env: EnvCredentials =
   return specs.map((spec) => {
     const t = TYPES[spec.type];
     if (!t) throw new ConfigError(`unknown sink type "${spec.type}" (available: ${sinkTypes().join(', ')})`);
-    return { type: spec.type, parsed: t.parse(spec.options, env), metrics: t.metrics };
+    return { type: spec.type, parsed: t.parse(spec.options, env), metrics: t.metrics, events: t.events };
   });
 }
 

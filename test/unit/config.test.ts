@@ -120,3 +120,16 @@ test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS 
   assert.equal(defaultNodeName(join(same, 'nope'), () => 'host-2'), 'host-2');
   assert.equal(parseConfig(['--proc-root', proc], {}).nodeName, 'node-7');
 });
+
+test('sinks say whether they read the metrics and whether they show events (metrics-only agents skip per-event work such as DNS names)', () => {
+  const kinds = parseSinkSpecs(
+    ['stdout', 'metrics,listen=:9400', 'prometheus,endpoint=http://127.0.0.1:9090/api/v1/write', 'newrelic,account=1,key=k', 'flowlog,path=/tmp/x.db'].map(parseSinkSpec),
+  ).map((p) => [p.type, p.metrics, p.events]);
+  assert.deepEqual(kinds, [
+    ['stdout', false, true],
+    ['metrics', true, false],
+    ['prometheus', true, false],
+    ['newrelic', false, true],
+    ['flowlog', false, true],
+  ]);
+});
