@@ -20,6 +20,8 @@ export interface OpenOptions {
   btfPath?: string;
   /** the cgroup v2 root for the UDP peer hooks; absent: unconnected UDP peers stay unknown */
   cgroupPath?: string;
+  /** longest the poll thread sleeps between drains, ms (default 50) */
+  pollMs?: number;
   /** tests only: fail every Nth batch allocation, so the bridge's loss counters can be checked (0: never) */
   faultAllocEvery?: number;
   /** tests only: fail every Nth hand-over of a batch to JS (0: never) */

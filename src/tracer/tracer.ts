@@ -22,6 +22,8 @@ export interface TracerOptions {
   btfPath?: string;
   /** where sysfs is mounted (default /sys) */
   sysRoot?: string;
+  /** longest the poll thread sleeps between drains, ms (default 50); records past wakeupBytes wake it at once */
+  pollMs?: number;
   /** tests only: make the native bridge fail every Nth batch allocation (its loss counters must count) */
   faultAllocEvery?: number;
   /** tests only: make the native bridge fail every Nth hand-over of a batch */
@@ -53,8 +55,8 @@ export interface TracerStats {
 
 export type RecordsListener = (records: KernelRecord[]) => void;
 
-type Validated = Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery'>> &
-  Pick<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery'>;
+type Validated = Required<Omit<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery' | 'pollMs'>> &
+  Pick<TracerOptions, 'btfPath' | 'cgroupPath' | 'faultAllocEvery' | 'faultHandoffEvery' | 'pollMs'>;
 
 function validate(o: TracerOptions): Validated {
   const ringBytes = o.ringBytes ?? 8 << 20;
@@ -93,6 +95,7 @@ function validate(o: TracerOptions): Validated {
     sysRoot: o.sysRoot ?? '/sys',
     faultAllocEvery: o.faultAllocEvery,
     faultHandoffEvery: o.faultHandoffEvery,
+    pollMs: o.pollMs,
   };
 }
 
@@ -142,6 +145,7 @@ export class Tracer {
         ...(o.cgroupPath !== undefined ? { cgroupPath: o.cgroupPath } : {}),
         ...(o.faultAllocEvery ? { faultAllocEvery: o.faultAllocEvery } : {}),
         ...(o.faultHandoffEvery ? { faultHandoffEvery: o.faultHandoffEvery } : {}),
+        ...(o.pollMs ? { pollMs: o.pollMs } : {}),
       });
       return new Tracer(binding, handle);
     } catch (e) {
