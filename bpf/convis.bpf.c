@@ -338,9 +338,9 @@ static __always_inline struct convis_conn_event *reserve_conn(__u16 type, __u64 
 	return ev;
 }
 
-/* Starts tracking a socket; 0 when it was already tracked or the map is full. */
-static __always_inline struct sock_info *track(struct sock *sk, __u8 direction, int with_owner, __u64 now,
-					       __u32 netns, __u64 cgroup_id, __u64 flags)
+/* Starts tracking a socket; non-zero when it was already tracked or the map is full. */
+static __always_inline long track_new(struct sock *sk, __u8 direction, int with_owner, __u64 now,
+				      __u32 netns, __u64 cgroup_id, __u64 flags)
 {
 	__u64 key = (__u64)sk;
 	struct sock_info si = {};
@@ -355,11 +355,19 @@ static __always_inline struct sock_info *track(struct sock *sk, __u8 direction, 
 	if (with_owner)
 		fill_owner(&si);
 	err = bpf_map_update_elem(&socks, &key, &si, flags);
-	if (err) {
-		if (err != -EEXIST)
-			stat_inc(CONVIS_STAT_SOCKS_FULL);
+	if (err && err != -EEXIST)
+		stat_inc(CONVIS_STAT_SOCKS_FULL);
+	return err;
+}
+
+/* The same, and the tracked entry; NULL when it was already tracked or the map is full. */
+static __always_inline struct sock_info *track(struct sock *sk, __u8 direction, int with_owner, __u64 now,
+					       __u32 netns, __u64 cgroup_id, __u64 flags)
+{
+	__u64 key = (__u64)sk;
+
+	if (track_new(sk, direction, with_owner, now, netns, cgroup_id, flags))
 		return NULL;
-	}
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
@@ -496,12 +504,12 @@ int BPF_PROG(inet_sock_set_state, const struct sock *csk, const int oldstate, co
 	case TCP_SYN_SENT:
 		/* CLOSE->SYN_SENT runs inside connect(): the current task is the
 		 * connecting process */
-		track(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
+		track_new(sk, CONVIS_DIR_OUTBOUND, 1, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
 		return 0;
 	case TCP_SYN_RECV:
 		/* LISTEN->SYN_RECV: a child socket cloned from a listener; the
 		 * owner is named at accept */
-		track(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
+		track_new(sk, CONVIS_DIR_INBOUND, 0, bpf_ktime_get_ns(), sk_netns(sk), sk_cgroup(sk), BPF_ANY);
 		return 0;
 	case TCP_LISTEN:
 		/* CLOSE->LISTEN runs inside listen() */
