@@ -12,6 +12,11 @@ import type { Policy } from './policy.js';
 /** UDP flows remembered as judged already; the oldest are forgotten first. */
 const MAX_UDP_JUDGED = 65_536;
 
+/** label sets convis_policy_violations_total holds at most; the rest fold into one per rule and direction */
+export const MAX_VIOLATION_SERIES = 10_000;
+/** the process label of that overflow series */
+export const OVERFLOW = '(overflow)';
+
 export interface Violations {
   labels: Record<string, string>;
   value: number;
@@ -24,6 +29,8 @@ export class PolicyAlerts {
   private readonly node: string;
   /** alert events made */
   alerts = 0;
+  /** violations counted in an overflow series because MAX_VIOLATION_SERIES label sets were held */
+  folded = 0;
 
   constructor(policy: Policy, node: string) {
     this.current = policy;
@@ -86,7 +93,14 @@ export class PolicyAlerts {
       namespace: e.pod?.namespace ?? '',
       pod: e.pod?.name ?? '',
     };
-    const key = Object.values(labels).join('\0');
+    let key = Object.values(labels).join('\0');
+    if (!this.counts.has(key) && this.counts.size >= MAX_VIOLATION_SERIES) {
+      // a bounded family: past the cap, new workloads count in one series per rule and direction
+      labels.process = OVERFLOW;
+      labels.container_name = labels.namespace = labels.pod = '';
+      key = Object.values(labels).join('\0');
+      this.folded++;
+    }
     const c = this.counts.get(key);
     if (c) c.value++;
     else this.counts.set(key, { labels, value: 1 });

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { Registry, renderText, type Health } from '../../src/aggregate/registry.js';
 import { FlowTable } from '../../src/aggregate/flows.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
-import { PolicyAlerts } from '../../src/policy/alerts.js';
+import { MAX_VIOLATION_SERIES, OVERFLOW, PolicyAlerts } from '../../src/policy/alerts.js';
 import { Policy, PolicyError } from '../../src/policy/policy.js';
 import { toNewRelicEvent } from '../../src/sinks/newrelic.js';
 import { toJsonLine, toJsonObject, toTextLine } from '../../src/sinks/stdout.js';
@@ -118,6 +118,19 @@ describe('PolicyAlerts', () => {
     const health: Health = { events: {}, lost: { connection: 0, process: 0 }, untrackedSockets: 0, uncountedDatagrams: 0, deferredUpdates: 0, sinks: [], containers: { lookups: 0, unknown: 0, runtimeErrors: 0 } };
     const text = renderText(new Registry({ flows: new FlowTable(), health: () => health, node: 'n1', violations: () => alerts.violations() }).collect());
     assert.match(text, /^convis_policy_violations_total\{node="n1",rule="web-egress",direction="outbound",process="curl",container_name="web"\} 3$/m);
+  });
+
+  test('the violations family is bounded: past MAX_VIOLATION_SERIES label sets, new workloads count in one overflow series', () => {
+    const alerts = new PolicyAlerts(Policy.parse('rules:\n  - { name: none, allow: [] }\n', 'p.yaml'), 'n1');
+    const proc = (comm: string) => ({ pid: 1, ppid: 0, uid: 0, comm, cmd: comm, exe: '' });
+    const events = Array.from({ length: MAX_VIOLATION_SERIES + 5 }, (_, i) => out('10.0.0.5', 80, { process: proc(`p${i}`), container: null }));
+    alerts.apply(events);
+    const samples = [...alerts.violations()];
+    assert.equal(samples.length, MAX_VIOLATION_SERIES + 1);
+    const overflow = samples.find((v) => v.labels.process === OVERFLOW);
+    assert.deepEqual(overflow, { labels: { node: 'n1', rule: 'none', direction: 'outbound', process: OVERFLOW, container_name: '', namespace: '', pod: '' }, value: 5 });
+    assert.equal(alerts.folded, 5);
+    assert.equal(alerts.alerts, MAX_VIOLATION_SERIES + 5, 'every violation still alerts and counts');
   });
 
   test('a replaced policy judges the connections after it', () => {
