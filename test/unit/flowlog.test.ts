@@ -24,7 +24,7 @@ const at = (sec: number) => ({ timeSec: T0 + sec, timeNsec: 0 });
 /** Writes events through a flowlog sink into a fresh file; returns its path. */
 async function logOf(events: ConnectionEvent[], options: { retainMs?: number; maxBytes?: number; path?: string } = {}): Promise<string> {
   const path = options.path ?? join(tempDir('convis-flowlog-'), 'flows.db');
-  const sink = new FlowLogSink({ path, retainMs: options.retainMs ?? 1e15, maxBytes: options.maxBytes ?? 1024 ** 3 }, log);
+  const sink = await FlowLogSink.open({ path, retainMs: options.retainMs ?? 1e15, maxBytes: options.maxBytes ?? 1024 ** 3 }, log);
   sink.write(events);
   await sink.close();
   return path;
@@ -71,7 +71,7 @@ describe('FlowLogSink', () => {
 
   test('a connection written while open is updated in place, not written twice', async () => {
     const path = join(tempDir('convis-flowlog-'), 'flows.db');
-    const sink = new FlowLogSink({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
     sink.write([sampleEvent('connect', { connId: 1, ...at(0) }), sampleEvent('update', { connId: 1, ...at(10), bytesSent: 5, bytesReceived: 6 })]);
     await new Promise((r) => setTimeout(r, 1300)); // one flush
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 5, 0]]);
@@ -104,8 +104,8 @@ describe('FlowLogSink', () => {
   });
 
   test('options: path required, retain and max_size checked, unknown keys refused', () => {
-    assert.deepEqual(parseFlowLogOptions({ path: '/x.db', retain: '12h', max_size: '500MiB' }), { path: '/x.db', retainMs: 12 * 3_600_000, maxBytes: 500 * 1024 ** 2 });
-    assert.deepEqual(parseFlowLogOptions({ path: '/x.db' }), { path: '/x.db', retainMs: 7 * 86_400_000, maxBytes: 1024 ** 3 });
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db', retain: '12h', max_size: '500MiB' }), { path: '/x.db', retainMs: 12 * 3_600_000, maxBytes: 500 * 1024 ** 2, maxQueue: 262_144 });
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db' }), { path: '/x.db', retainMs: 7 * 86_400_000, maxBytes: 1024 ** 3, maxQueue: 262_144 });
     for (const [o, re] of [
       [{}, /path= is required/],
       [{ path: '/x', retain: 'forever' }, /retain must be a duration/],
