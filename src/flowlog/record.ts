@@ -65,8 +65,10 @@ export type ToWriter =
       type: 'batch';
       /** events in it */
       n: number;
-      f64: Float64Array;
-      u32: Uint32Array;
+      f64: Float64Array<ArrayBuffer>;
+      u32: Uint32Array<ArrayBuffer>;
+      /** the arrays are the sink's packing buffers: send them back (with the counts) for reuse */
+      giveBack: boolean;
       /** forget every string id and workload id before this batch (the sink's tables reached their bound) */
       resetStrings: boolean;
       resetWorkloads: boolean;
@@ -81,7 +83,7 @@ export type FromWriter =
   | { type: 'ready' }
   /** the file could not be opened: one line */
   | { type: 'error'; message: string }
-  | { type: 'counts'; applied: number; dropped: number; failed: number; openRows: number }
+  | { type: 'counts'; applied: number; dropped: number; failed: number; openRows: number; f64?: Float64Array<ArrayBuffer>; u32?: Uint32Array<ArrayBuffer> }
   | { type: 'warn'; line: string }
   /** the writer stopped on an error it did not expect: one line; it takes nothing more */
   | { type: 'failed'; message: string }

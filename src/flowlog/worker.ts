@@ -9,7 +9,7 @@ import { FlowLogWriter } from './writer.js';
 
 const port = parentPort;
 if (port === null) throw new Error('flowlog: worker.js runs as a worker thread only');
-const post = (m: FromWriter) => port.postMessage(m);
+const post = (m: FromWriter, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
 let writer: FlowLogWriter | undefined;
 try {

@@ -62,7 +62,7 @@ const given = (x: number, otherwise: number): number => (Number.isNaN(x) ? other
 export class FlowLogWriter {
   private readonly db: DB;
   private readonly o: WriterOptions;
-  private readonly post: (m: FromWriter) => void;
+  private readonly post: (m: FromWriter, transfer?: ArrayBuffer[]) => void;
   /** rows of connections not closed yet, by conn_id */
   private readonly open = new Map<number, Row>();
   private readonly dirty = new Set<Row>();
@@ -85,7 +85,7 @@ export class FlowLogWriter {
   private closed = false;
 
   /** Opens the file (throws when it cannot be used) and enforces retention and size once. */
-  constructor(o: WriterOptions, post: (m: FromWriter) => void) {
+  constructor(o: WriterOptions, post: (m: FromWriter, transfer?: ArrayBuffer[]) => void) {
     this.o = o;
     this.post = post;
     this.db = openForWriting(o.path);
@@ -136,7 +136,8 @@ export class FlowLogWriter {
     for (let i = 0; i < m.n; i++) this.fold(m.f64, i * F_STRIDE, m.u32, i * U_STRIDE);
     this.counts.applied += m.n;
     if (this.dirty.size >= MAX_DIRTY) this.flush();
-    this.report();
+    if (m.giveBack) this.report(m.f64, m.u32);
+    else this.report();
   }
 
   /** Writes what is left, refreshes the statistics and closes the file. */
@@ -165,11 +166,11 @@ export class FlowLogWriter {
     }
   }
 
-  /** Tells the sink what changed since the last report. */
-  private report(): void {
+  /** Tells the sink what changed since the last report, and gives back its packing buffers. */
+  private report(f64?: Float64Array<ArrayBuffer>, u32?: Uint32Array<ArrayBuffer>): void {
     const c = this.counts;
-    if (c.applied === 0 && c.dropped === 0 && c.failed === 0 && this.open.size === this.reportedOpen) return;
-    this.post({ type: 'counts', ...c, openRows: this.open.size });
+    if (c.applied === 0 && c.dropped === 0 && c.failed === 0 && this.open.size === this.reportedOpen && f64 === undefined) return;
+    this.post({ type: 'counts', ...c, openRows: this.open.size, ...(f64 && u32 ? { f64, u32 } : {}) }, f64 && u32 ? [f64.buffer, u32.buffer] : []);
     c.applied = c.dropped = c.failed = 0;
     this.reportedOpen = this.open.size;
   }
