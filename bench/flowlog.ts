@@ -44,7 +44,7 @@ export async function measureQueries(rows = 1_000_000): Promise<QueryCosts> {
     const procs = Array.from({ length: 300 }, (_, i) => ({ pid: 1000 + i, ppid: 1, uid: 0, comm: `svc-${i % 60}`, cmd: `/usr/bin/svc-${i % 60} --port ${8000 + i}`, exe: `/usr/bin/svc-${i % 60}` }));
     const containers = Array.from({ length: 200 }, (_, i) => ({ id: i.toString(16).padStart(64, '0'), name: `app-${i}`, image: `registry.local/app-${i % 40}:1`, runtime: 'containerd' }));
     const pods = containers.map((_, i) => ({ name: `app-${i}-0`, namespace: `ns-${i % 12}`, uid: `uid-${i}` }));
-    const sink = new FlowLogSink({ path, retainMs: 30 * 86_400_000, maxBytes: 64 * 1024 ** 3 }, createLogger(false, () => undefined));
+    const sink = await FlowLogSink.open({ path, retainMs: 30 * 86_400_000, maxBytes: 64 * 1024 ** 3 }, createLogger(false, () => undefined));
     const t0 = process.hrtime.bigint();
     const batch: ConnectionEvent[] = [];
     for (let i = 0; i < rows; i++) {
@@ -72,7 +72,11 @@ export async function measureQueries(rows = 1_000_000): Promise<QueryCosts> {
       batch.push({ ...base, event: 'connect' });
       if (i % 1000 === 0) batch.push({ ...base, event: 'alert', rule: 'egress', trigger: 'connect' });
       batch.push({ ...base, event: 'close', timeSec: base.timeSec + 2, bytesSent: Math.floor(rnd() * 100_000), bytesReceived: Math.floor(rnd() * 1_000_000), retransmits: 0, durationMs: 2000, srttUs: 50 });
-      if (batch.length >= 10_000) sink.write(batch.splice(0));
+      if (batch.length >= 10_000) {
+        sink.write(batch.splice(0));
+        // the writer thread takes them as fast as SQLite writes: wait for it rather than fill its queue
+        if ((sink.stats().queueDepth ?? 0) >= 100_000) await sink.taken();
+      }
     }
     sink.write(batch.splice(0));
     await sink.close();

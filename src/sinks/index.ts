@@ -16,7 +16,7 @@ import { parsePrometheusOptions, type PrometheusSinkOptions } from './prometheus
 import type { Sink } from './sink.js';
 import { DEFAULT_STDOUT_BUFFER_BYTES, StdoutSink, type StdoutFormat } from './stdout.js';
 import { parseSizeBytes } from '../config/size.js';
-import { FlowLogSink, parseFlowLogOptions, type FlowLogOptions } from '../flowlog/sink.js';
+import { DEFAULT_FLOWLOG_MAX_QUEUE, FlowLogSink, parseFlowLogOptions, type FlowLogOptions } from '../flowlog/sink.js';
 
 export interface SinkContext {
   log: Logger;
@@ -109,13 +109,14 @@ const flowlog: SinkType<FlowLogOptions> = {
     path: 'SQLite file to keep every connection in, for convis query, required',
     retain: 'how long rows are kept after a connection was last seen (default 7d)',
     max_size: 'the most the file may take, oldest rows deleted first (default 1GiB)',
+    max_queue: `events waiting for the writer thread, at most (default ${DEFAULT_FLOWLOG_MAX_QUEUE}); past it, events are dropped and counted`,
   },
   metrics: false,
   events: true,
   parse: (o) => parseFlowLogOptions(o),
-  create: (p, ctx) => {
+  create: async (p, ctx) => {
     try {
-      return new FlowLogSink(p, ctx.log);
+      return await FlowLogSink.open(p, ctx.log);
     } catch (e) {
       throw new ConfigError(`--sink flowlog: cannot use ${JSON.stringify(p.path)} (${(e as Error).message.split('\n')[0]})`);
     }

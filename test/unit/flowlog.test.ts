@@ -12,6 +12,7 @@ import { ConfigError } from '../../src/config/errors.js';
 import { FlowLogError } from '../../src/flowlog/db.js';
 import { runQuery } from '../../src/flowlog/query.js';
 import { FlowLogSink, parseFlowLogOptions } from '../../src/flowlog/sink.js';
+import { createSinks } from '../../src/sinks/index.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
 import { createLogger } from '../../src/util/log.js';
 import { sampleEvent, sampleProcess, udpUpdate } from '../helpers/events.js';
@@ -24,7 +25,7 @@ const at = (sec: number) => ({ timeSec: T0 + sec, timeNsec: 0 });
 /** Writes events through a flowlog sink into a fresh file; returns its path. */
 async function logOf(events: ConnectionEvent[], options: { retainMs?: number; maxBytes?: number; path?: string } = {}): Promise<string> {
   const path = options.path ?? join(tempDir('convis-flowlog-'), 'flows.db');
-  const sink = new FlowLogSink({ path, retainMs: options.retainMs ?? 1e15, maxBytes: options.maxBytes ?? 1024 ** 3 }, log);
+  const sink = await FlowLogSink.open({ path, retainMs: options.retainMs ?? 1e15, maxBytes: options.maxBytes ?? 1024 ** 3 }, log);
   sink.write(events);
   await sink.close();
   return path;
@@ -71,7 +72,7 @@ describe('FlowLogSink', () => {
 
   test('a connection written while open is updated in place, not written twice', async () => {
     const path = join(tempDir('convis-flowlog-'), 'flows.db');
-    const sink = new FlowLogSink({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
     sink.write([sampleEvent('connect', { connId: 1, ...at(0) }), sampleEvent('update', { connId: 1, ...at(10), bytesSent: 5, bytesReceived: 6 })]);
     await new Promise((r) => setTimeout(r, 1300)); // one flush
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 5, 0]]);
@@ -79,6 +80,113 @@ describe('FlowLogSink', () => {
     sink.write([sampleEvent('close', { connId: 1, ...at(12), bytesSent: 9, bytesReceived: 6 })]);
     await sink.close();
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 9, 1]]);
+  });
+
+  test('a writer that falls behind: past max_queue batches are dropped and counted, write() never waits, sent + dropped = written', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const lines: string[] = [];
+    // the writer thread stops before each batch while hold[0] is 1: a stalled disk
+    const hold = new SharedArrayBuffer(4);
+    const gate = new Int32Array(hold);
+    Atomics.store(gate, 0, 1);
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, maxQueue: 10, hold }, createLogger(false, (l) => lines.push(l)));
+    let next = 0;
+    const batch = () => Array.from({ length: 4 }, () => sampleEvent('connect', { connId: next++, ...at(0) }));
+    const written: number[][] = [];
+    for (let i = 0; i < 5; i++) {
+      const b = batch();
+      written.push(b.map((e) => e.connId));
+      const t = process.hrtime.bigint();
+      sink.write([...b, sampleEvent('listen', { connId: 1000 + i })]);
+      assert.ok(Number(process.hrtime.bigint() - t) < 50e6, 'write() does not wait for the writer');
+    }
+    // 4 + 4 fit in 10; the next three batches do not
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 12, failed: 0, queueDepth: 8 });
+    assert.deepEqual(lines, ['convis: warning: flowlog ' + path + ': the writer is not keeping up (8 events waiting); dropping events until it does\n']);
+    Atomics.store(gate, 0, 0);
+    Atomics.notify(gate, 0);
+    await sink.taken();
+    assert.deepEqual(sink.stats(), { sent: 8, dropped: 12, failed: 0, queueDepth: 0 });
+    const last = batch();
+    sink.write(last);
+    assert.equal(lines[1], `convis: warning: flowlog ${path}: the writer caught up; 12 events were dropped\n`);
+    await sink.close();
+    const s = sink.stats();
+    assert.deepEqual(s, { sent: 12, dropped: 12, failed: 0, queueDepth: 0 });
+    assert.equal(s.sent + s.dropped, 6 * 4, 'every event written is sent or dropped');
+    assert.deepEqual(rows(path).map((r) => r.conn_id), [...written[0]!, ...written[1]!, ...last.map((e) => e.connId)], 'the rows are the events taken, no more');
+    sink.write(batch());
+    assert.equal(sink.stats().dropped, 16, 'after close, counted as dropped');
+  });
+
+  test('close() waits for the writer at most closeTimeoutMs; what it did not take is counted as dropped', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const lines: string[] = [];
+    const hold = new SharedArrayBuffer(4);
+    Atomics.store(new Int32Array(hold), 0, 1);
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, hold, closeTimeoutMs: 300 }, createLogger(false, (l) => lines.push(l)));
+    sink.write([sampleEvent('connect', { connId: 1 }), sampleEvent('close', { connId: 1 })]);
+    const t = Date.now();
+    await sink.close();
+    assert.ok(Date.now() - t < 5000, `close() returned after ${Date.now() - t} ms`);
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, failed: 0, queueDepth: 0 });
+    assert.deepEqual(lines, [`convis: warning: flowlog ${path}: the writer did not finish within 0.3 s; 2 events not written are counted as dropped\n`]);
+  });
+
+  test('a file that cannot be written: one line, counted as failed and dropped, and write() goes on meanwhile', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const lines: string[] = [];
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, createLogger(false, (l) => lines.push(l)));
+    // another writer holds the lock: the flush waits SQLite's busy timeout (5 s) and fails
+    const other = new Database(path);
+    other.exec('BEGIN EXCLUSIVE');
+    sink.write([sampleEvent('connect', { connId: 1, ...at(0) }), sampleEvent('connect', { connId: 2, ...at(0) })]);
+    for (let i = 0; i < 150 && lines.length === 0; i++) {
+      // the main thread stays free while the writer is stuck
+      sink.write([sampleEvent('update', { connId: 3, ...at(i) })]);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    other.exec('ROLLBACK');
+    other.close();
+    assert.equal(lines.length, 1, lines.join(''));
+    assert.match(lines[0]!, /^convis: warning: flowlog .*flows\.db: write failed \(database is locked\); \d+ rows not written\n$/);
+    const rowsLost = Number(/(\d+) rows not written/.exec(lines[0]!)![1]);
+    await sink.close();
+    const s = sink.stats();
+    assert.equal(s.failed, 1);
+    assert.equal(s.dropped, rowsLost, 'the rows not written');
+    // what came after the failure is written
+    assert.ok(rows(path).some((r) => r.conn_id === 3));
+  });
+
+  test('a file that cannot be opened: open() rejects with one line, and no thread is left behind', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'no-such-dir', 'flows.db');
+    await assert.rejects(FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log), (e: Error) => /directory does not exist/.test(e.message) && !e.message.includes('\n'));
+    const created = createSinks([{ type: 'flowlog', parsed: parseFlowLogOptions({ path }), metrics: false }], { log, metrics: undefined as never, onClosed: () => undefined });
+    await assert.rejects(created, (e: Error) => e instanceof ConfigError && e.message.startsWith(`--sink flowlog: cannot use ${JSON.stringify(path)} (`));
+  });
+
+  test('past 65,536 addresses and workloads the ids start over on both sides, and every row keeps its own', async () => {
+    const n = 80_000;
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log);
+    const ip = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    const processes = Array.from({ length: n }, (_, i) => ({ ...sampleProcess, pid: i }));
+    const event = (connId: number, i: number) => sampleEvent('connect', { connId, ...at(0), process: processes[i]!, remote: { ip: ip(i), port: 80 } });
+    // the ids are checked at each write: the eighth starts with 70,000 of each, past the bound
+    for (let i = 0; i < n; i += 10_000) {
+      sink.write(Array.from({ length: 10_000 }, (_, k) => event(i + k, i + k)));
+      await sink.taken();
+    }
+    // the same process objects and addresses again, after both sides forgot their ids
+    sink.write(Array.from({ length: 1000 }, (_, k) => event(n + k, k)));
+    await sink.close();
+    assert.deepEqual(sink.stats(), { sent: n + 1000, dropped: 0, failed: 0, queueDepth: 0 });
+    const r = rows(path);
+    assert.equal(r.length, n + 1000);
+    const of = (connId: number) => (connId >= n ? connId - n : connId);
+    const wrong = r.filter((x) => x.pid !== of(x.conn_id as number) || [...(x.remote as Buffer)].slice(12).join('.') !== ip(of(x.conn_id as number)));
+    assert.deepEqual(wrong.slice(0, 3), []);
   });
 
   test('rows last seen longer ago than retain are deleted', async () => {
@@ -103,14 +211,17 @@ describe('FlowLogSink', () => {
     assert.equal(workloads, kept.length, 'no workload is left without a connection');
   });
 
-  test('options: path required, retain and max_size checked, unknown keys refused', () => {
-    assert.deepEqual(parseFlowLogOptions({ path: '/x.db', retain: '12h', max_size: '500MiB' }), { path: '/x.db', retainMs: 12 * 3_600_000, maxBytes: 500 * 1024 ** 2 });
-    assert.deepEqual(parseFlowLogOptions({ path: '/x.db' }), { path: '/x.db', retainMs: 7 * 86_400_000, maxBytes: 1024 ** 3 });
+  test('options: path required, retain, max_size and max_queue checked, unknown keys refused', () => {
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db', retain: '12h', max_size: '500MiB' }), { path: '/x.db', retainMs: 12 * 3_600_000, maxBytes: 500 * 1024 ** 2, maxQueue: 262_144 });
+    assert.deepEqual(parseFlowLogOptions({ path: '/x.db' }), { path: '/x.db', retainMs: 7 * 86_400_000, maxBytes: 1024 ** 3, maxQueue: 262_144 });
+    assert.equal(parseFlowLogOptions({ path: '/x.db', max_queue: '5000' }).maxQueue, 5000);
     for (const [o, re] of [
       [{}, /path= is required/],
       [{ path: '/x', retain: 'forever' }, /retain must be a duration/],
       [{ path: '/x', max_size: '10KiB' }, /max_size must be a size of at least 1MiB/],
       [{ path: '/x', size: '1G' }, /unknown option "size"/],
+      [{ path: '/x', max_queue: '10' }, /max_queue must be a number of events of at least 1000/],
+      [{ path: '/x', max_queue: '1e6' }, /max_queue must be a number of events/],
     ] as const) {
       assert.throws(() => parseFlowLogOptions(o as Record<string, string>), (e: Error) => e instanceof ConfigError && re.test(e.message));
     }

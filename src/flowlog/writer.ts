@@ -1,0 +1,412 @@
+/**
+ * The flow log's writer, run on its own thread (worker.ts): folds the
+ * packed events the flowlog sink hands it (record.ts) into one row per
+ * connection in memory, writes the rows that changed once a second in one
+ * transaction (and at close), and enforces retention and size. A long
+ * connection costs one row update per second it moves bytes, not one per
+ * event, and a kill -9 loses at most the last second. Rows last seen
+ * longer ago than `retain` are deleted, and the oldest go first while the
+ * file is larger than `max_size`.
+ */
+import type { Statement } from 'better-sqlite3';
+import { addressBytes, openForWriting, type DB } from './db.js';
+import { F, F_STRIDE, FLAG_EXISTING, FLAG_INBOUND, FLAG_OWNED, FLAG_UDP, KIND_MASK, KINDS, U, U_STRIDE, type FromWriter, type ToWriter, type WorkloadValues, type WriterOptions } from './record.js';
+
+/** how often changed rows are written */
+const FLUSH_MS = 1000;
+/** how often retention and size are enforced */
+const PRUNE_MS = 60_000;
+/** open connections kept in memory; beyond it the oldest is forgotten (its row stays) */
+const MAX_OPEN = 524_288;
+/** changed rows that make a write happen before the second is up (bounds memory under a burst) */
+const MAX_DIRTY = 50_000;
+
+/** One connection's row as it stands. */
+interface Row {
+  id: number | undefined;
+  connId: number;
+  /** the sink's id of its workload */
+  workload: number;
+  /** its workloads row, once written */
+  workloadRow: number | undefined;
+  /** the workload names a process (an io_uring accept may name it later) */
+  owned: boolean;
+  proto: string;
+  direction: string;
+  first: number;
+  last: number;
+  closed: boolean;
+  existing: boolean;
+  localIp: string;
+  localPort: number;
+  remote: Buffer;
+  remotePort: number;
+  remoteName: string | null;
+  servicePort: number;
+  remotePod: string | null;
+  remoteNamespace: string | null;
+  bytesSent: number;
+  bytesReceived: number;
+  datagramsSent: number;
+  datagramsReceived: number;
+  retransmits: number;
+  durationMs: number | null;
+  error: string | null;
+  alertRule: string | null;
+  alertTime: number | null;
+}
+
+/** An optional packed number: NaN stands for absent. */
+const given = (x: number, otherwise: number): number => (Number.isNaN(x) ? otherwise : x);
+
+export class FlowLogWriter {
+  private readonly db: DB;
+  private readonly o: WriterOptions;
+  private readonly post: (m: FromWriter, transfer?: ArrayBuffer[]) => void;
+  /** rows of connections not closed yet, by conn_id */
+  private readonly open = new Map<number, Row>();
+  private readonly dirty = new Set<Row>();
+  private readonly insert: Statement;
+  private readonly update: Statement;
+  private readonly insertWorkload: Statement;
+  /** the strings the sink gave ids, by id (0: none) */
+  private strings: string[] = [''];
+  /** remote addresses as 16 bytes, by string id */
+  private addresses: (Buffer | undefined)[] = [];
+  /** workloads' values by the sink's id; kept until the sink resets its ids */
+  private readonly workloadValues = new Map<number, WorkloadValues>();
+  /** workloads rows by the sink's id; cleared when a prune may have deleted rows */
+  private readonly workloadRows = new Map<number, number>();
+  private readonly flushTimer: NodeJS.Timeout;
+  private readonly pruneTimer: NodeJS.Timeout;
+  /** since the last report */
+  private readonly counts = { applied: 0, dropped: 0, failed: 0 };
+  private reportedOpen = 0;
+  private closed = false;
+
+  /** Opens the file (throws when it cannot be used) and enforces retention and size once. */
+  constructor(o: WriterOptions, post: (m: FromWriter, transfer?: ArrayBuffer[]) => void) {
+    this.o = o;
+    this.post = post;
+    this.db = openForWriting(o.path);
+    this.insert = this.db.prepare(`INSERT INTO connections (run, conn_id, workload, proto, direction, first_seen, last_seen, closed,
+      existing, local_ip, local_port, remote, remote_port, remote_name, service_port, remote_pod, remote_namespace, bytes_sent,
+      bytes_received, datagrams_sent, datagrams_received, retransmits, duration_ms, error, alert_rule, alert_time)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.update = this.db.prepare(`UPDATE connections SET last_seen = ?, closed = ?, bytes_sent = ?, bytes_received = ?,
+      datagrams_sent = ?, datagrams_received = ?, retransmits = ?, duration_ms = ?, error = ?, alert_rule = ?, alert_time = ?,
+      workload = ?, remote_name = ? WHERE id = ?`);
+    this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.prune();
+    this.flushTimer = setInterval(() => {
+      this.flush();
+      this.report();
+    }, FLUSH_MS);
+    this.pruneTimer = setInterval(() => {
+      this.prune();
+      this.report();
+    }, PRUNE_MS);
+  }
+
+  /** Takes one message from the sink. */
+  receive(m: ToWriter): void {
+    if (m.type === 'close') {
+      if (this.closed) this.post({ type: 'closed' });
+      else this.close();
+      return;
+    }
+    if (this.closed) return;
+    if (this.o.hold) {
+      const gate = new Int32Array(this.o.hold);
+      while (Atomics.load(gate, 0) !== 0) Atomics.wait(gate, 0, Atomics.load(gate, 0), 1000);
+    }
+    if (m.resetStrings) {
+      this.strings = [''];
+      this.addresses = [];
+    }
+    if (m.resetWorkloads) {
+      // the rows waiting for a write name their workloads by the ids about to be forgotten
+      this.flush();
+      this.workloadValues.clear();
+      this.workloadRows.clear();
+    }
+    for (const s of m.strings) this.strings.push(s);
+    for (const w of m.workloads) this.workloadValues.set(w.id, w.values);
+    for (let i = 0; i < m.n; i++) this.fold(m.f64, i * F_STRIDE, m.u32, i * U_STRIDE);
+    this.counts.applied += m.n;
+    if (this.dirty.size >= MAX_DIRTY) this.flush();
+    if (m.giveBack) this.report(m.f64, m.u32);
+    else this.report();
+  }
+
+  /** Writes what is left, refreshes the statistics and closes the file. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.flushTimer);
+    clearInterval(this.pruneTimer);
+    this.flush();
+    this.analyze();
+    this.db.close();
+    this.report();
+    this.post({ type: 'closed' });
+  }
+
+  /** Stops after an unexpected error: takes nothing more and closes the file as it is (what was committed stays). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.flushTimer);
+    clearInterval(this.pruneTimer);
+    try {
+      this.db.close();
+    } catch {
+      // closing is all that is left to try
+    }
+  }
+
+  /** Tells the sink what changed since the last report, and gives back its packing buffers. */
+  private report(f64?: Float64Array<ArrayBuffer>, u32?: Uint32Array<ArrayBuffer>): void {
+    const c = this.counts;
+    if (c.applied === 0 && c.dropped === 0 && c.failed === 0 && this.open.size === this.reportedOpen && f64 === undefined) return;
+    this.post({ type: 'counts', ...c, openRows: this.open.size, ...(f64 && u32 ? { f64, u32 } : {}) }, f64 && u32 ? [f64.buffer, u32.buffer] : []);
+    c.applied = c.dropped = c.failed = 0;
+    this.reportedOpen = this.open.size;
+  }
+
+  private string(id: number): string | null {
+    return id === 0 ? null : (this.strings[id] ?? null);
+  }
+
+  /** A remote address's 16 bytes, made once per string id. */
+  private addressOf(id: number): Buffer {
+    let b = this.addresses[id];
+    if (b === undefined) {
+      b = addressBytes(this.strings[id] ?? '');
+      this.addresses[id] = b;
+    }
+    return b;
+  }
+
+  /**
+   * The workloads row of a workload the sink named, written the first time
+   * (in the flush's transaction, before the connections rows that refer to
+   * it); undefined when its values are gone (see receive()).
+   */
+  private workloadRow(id: number): number | undefined {
+    let row = this.workloadRows.get(id);
+    if (row === undefined) {
+      const values = this.workloadValues.get(id);
+      if (values === undefined) return undefined;
+      row = Number(this.insertWorkload.run(...values).lastInsertRowid);
+      this.workloadRows.set(id, row);
+    }
+    return row;
+  }
+
+  private rowOf(f64: Float64Array, fi: number, u32: Uint32Array, ui: number): Row {
+    const connId = f64[fi + F.connId] as number;
+    let r = this.open.get(connId);
+    if (r !== undefined) return r;
+    const flags = u32[ui + U.kind] as number;
+    const t = f64[fi + F.timeMs] as number;
+    r = {
+      id: undefined,
+      connId,
+      workload: u32[ui + U.workload] as number,
+      workloadRow: undefined,
+      owned: (flags & FLAG_OWNED) !== 0,
+      proto: flags & FLAG_UDP ? 'udp' : 'tcp',
+      direction: flags & FLAG_INBOUND ? 'inbound' : 'outbound',
+      first: t,
+      last: t,
+      closed: false,
+      existing: (flags & FLAG_EXISTING) !== 0,
+      localIp: this.string(u32[ui + U.localIp] as number) ?? '',
+      localPort: u32[ui + U.localPort] as number,
+      remote: this.addressOf(u32[ui + U.remoteIp] as number),
+      remotePort: u32[ui + U.remotePort] as number,
+      remoteName: this.string(u32[ui + U.remoteName] as number),
+      servicePort: u32[ui + U.servicePort] as number,
+      remotePod: this.string(u32[ui + U.remotePod] as number),
+      remoteNamespace: this.string(u32[ui + U.remoteNamespace] as number),
+      bytesSent: 0,
+      bytesReceived: 0,
+      datagramsSent: 0,
+      datagramsReceived: 0,
+      retransmits: 0,
+      durationMs: null,
+      error: null,
+      alertRule: null,
+      alertTime: null,
+    };
+    if (this.open.size >= MAX_OPEN) {
+      // the oldest open connection: its row stays as last written
+      const [oldId, old] = this.open.entries().next().value as [number, Row];
+      this.open.delete(oldId);
+      if (this.dirty.delete(old)) this.counts.dropped++;
+    }
+    this.open.set(connId, r);
+    return r;
+  }
+
+  /** Folds one packed event into its connection's row. */
+  private fold(f64: Float64Array, fi: number, u32: Uint32Array, ui: number): void {
+    const r = this.rowOf(f64, fi, u32, ui);
+    const flags = u32[ui + U.kind] as number;
+    const t = f64[fi + F.timeMs] as number;
+    r.last = Math.max(r.last, t);
+    const name = u32[ui + U.remoteName] as number;
+    if (r.remoteName === null && name !== 0) r.remoteName = this.string(name);
+    // an owner named later (an io_uring accept) fills in the process
+    if (!r.owned && flags & FLAG_OWNED) {
+      r.workload = u32[ui + U.workload] as number;
+      r.workloadRow = undefined;
+      r.owned = true;
+    }
+    const bytesSent = f64[fi + F.bytesSent] as number;
+    const bytesReceived = f64[fi + F.bytesReceived] as number;
+    const retransmits = f64[fi + F.retransmits] as number;
+    const durationMs = f64[fi + F.durationMs] as number;
+    switch (KINDS[flags & KIND_MASK]) {
+      case 'connect':
+      case 'accept':
+        // existing ones: what moved before the agent started
+        if (flags & FLAG_EXISTING) {
+          r.bytesSent = given(bytesSent, 0);
+          r.bytesReceived = given(bytesReceived, 0);
+        }
+        break;
+      case 'update':
+        r.bytesSent += given(bytesSent, 0);
+        r.bytesReceived += given(bytesReceived, 0);
+        r.datagramsSent += given(f64[fi + F.datagramsSent] as number, 0);
+        r.datagramsReceived += given(f64[fi + F.datagramsReceived] as number, 0);
+        r.retransmits += given(retransmits, 0);
+        if (!Number.isNaN(durationMs)) r.durationMs = durationMs;
+        break;
+      case 'close':
+        // lifetime totals
+        r.bytesSent = given(bytesSent, r.bytesSent);
+        r.bytesReceived = given(bytesReceived, r.bytesReceived);
+        r.retransmits = given(retransmits, r.retransmits);
+        if (!Number.isNaN(durationMs)) r.durationMs = durationMs;
+        r.closed = true;
+        break;
+      case 'connect_failed':
+        r.error = this.string(u32[ui + U.error] as number);
+        r.closed = true;
+        break;
+      case 'alert':
+        r.alertRule = this.string(u32[ui + U.rule] as number);
+        r.alertTime = t;
+        break;
+    }
+    this.dirty.add(r);
+  }
+
+  /** Writes the rows that changed, in one transaction. */
+  private flush(): void {
+    if (this.dirty.size === 0) return;
+    const rows = [...this.dirty];
+    this.dirty.clear();
+    let lost = 0;
+    // ids given inside the transaction: a rollback takes them back (SQLite gives them out again)
+    const inserted: Row[] = [];
+    const resolved: Row[] = [];
+    const newWorkloads: number[] = [];
+    try {
+      this.db.transaction(() => {
+        for (const r of rows) {
+          if (r.workloadRow === undefined) {
+            const known = this.workloadRows.has(r.workload);
+            r.workloadRow = this.workloadRow(r.workload);
+            if (r.workloadRow === undefined) {
+              // only after a failed write and then a reset of the sink's ids: its workload is unknown now
+              lost++;
+              continue;
+            }
+            resolved.push(r);
+            if (!known) newWorkloads.push(r.workload);
+          }
+          if (r.id === undefined) {
+            r.id = Number(
+              this.insert.run(
+                this.o.run, r.connId, r.workloadRow, r.proto, r.direction, r.first, r.last, r.closed ? 1 : 0, r.existing ? 1 : 0, r.localIp,
+                r.localPort, r.remote, r.remotePort, r.remoteName, r.servicePort, r.remotePod, r.remoteNamespace, r.bytesSent, r.bytesReceived,
+                r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs, r.error, r.alertRule, r.alertTime,
+              ).lastInsertRowid,
+            );
+            inserted.push(r);
+          } else {
+            this.update.run(
+              r.last, r.closed ? 1 : 0, r.bytesSent, r.bytesReceived, r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs,
+              r.error, r.alertRule, r.alertTime, r.workloadRow, r.remoteName, r.id,
+            );
+          }
+        }
+      })();
+    } catch (e) {
+      for (const r of inserted) r.id = undefined;
+      for (const r of resolved) r.workloadRow = undefined;
+      for (const id of newWorkloads) this.workloadRows.delete(id);
+      this.counts.failed++;
+      this.counts.dropped += rows.length;
+      this.post({ type: 'warn', line: `flowlog ${this.o.path}: write failed (${(e as Error).message}); ${rows.length} rows not written` });
+      return;
+    }
+    this.counts.dropped += lost;
+    for (const r of rows) {
+      // a closed connection's row is final
+      if (r.closed && this.open.get(r.connId) === r && !this.dirty.has(r)) this.open.delete(r.connId);
+    }
+  }
+
+  /**
+   * Deletes rows past the retention age, then the oldest while the file is
+   * over its size, and the workloads no row refers to any more; then
+   * refreshes the statistics convis query's planner chooses indexes by.
+   */
+  private prune(): void {
+    // every row in memory first, so that a workload no row refers to is truly unused
+    this.flush();
+    try {
+      const orphans = this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)');
+      // first_seen <= last_seen: the time index finds them (a row seen last before the cutoff also began before it)
+      const cutoff = Date.now() - this.o.retainMs;
+      let deleted = this.db.prepare('DELETE FROM connections WHERE first_seen < ? AND last_seen < ?').run(cutoff, cutoff).changes;
+      const size = () => (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
+      for (let i = 0, now = size(); i < 50 && now > this.o.maxBytes; i++, now = size()) {
+        const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
+        if (n === 0) break;
+        // the oldest rows, as many as the excess is of the file, and a hundredth more
+        const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
+        // the oldest by when they began (the order of the time index)
+        deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
+        orphans.run();
+        this.db.pragma('incremental_vacuum');
+        this.db.pragma('wal_checkpoint(TRUNCATE)');
+      }
+      if (deleted > 0) {
+        orphans.run();
+        // their ids may be gone: workloads are written again as they come
+        this.workloadRows.clear();
+      }
+      this.db.pragma('incremental_vacuum');
+      this.analyze();
+    } catch (e) {
+      this.post({ type: 'warn', line: `flowlog ${this.o.path}: pruning failed (${(e as Error).message})` });
+    }
+  }
+
+  /** Sampled statistics (fast on any size): convis query then picks the right index for each filter. */
+  private analyze(): void {
+    try {
+      this.db.pragma('analysis_limit = 2000');
+      this.db.exec('ANALYZE');
+    } catch {
+      // statistics are an optimisation only
+    }
+  }
+}
