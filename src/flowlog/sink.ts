@@ -18,7 +18,7 @@ import { parseDurationMs } from '../config/duration.js';
 import { ConfigError } from '../config/errors.js';
 import type { ConnectionEvent } from '../metadata/event.js';
 import { PerProcess } from '../metadata/per-process.js';
-import { servicePort } from '../policy/policy.js';
+import { servicePort } from '../metadata/event.js';
 import type { Sink, SinkStats } from '../sinks/sink.js';
 import type { Logger } from '../util/log.js';
 import {

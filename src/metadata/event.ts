@@ -99,3 +99,6 @@ export interface ConnectionEvent {
   /** alert only: the kind of the event that was judged */
   trigger?: ConnKind;
 }
+
+/** The service side's port: the remote one for an outbound connection, the local one for an inbound one. */
+export const servicePort = (e: ConnectionEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);

@@ -23,6 +23,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { servicePort } from '../metadata/event.js';
 import ipaddr from 'ipaddr.js';
 import picomatch from 'picomatch';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
@@ -70,8 +71,8 @@ function workloadValue(e: ConnectionEvent, key: SelectKey): string | undefined {
   }
 }
 
-/** The port of the service side, as the flow counters' server_port. */
-export const servicePort = (e: ConnectionEvent): number => (e.direction === 'outbound' ? (e.remote?.port ?? 0) : e.local.port);
+/** The port of the service side, as the flow counters' server_port (defined with the event). */
+export { servicePort };
 
 function parseAddress(ip: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   if (isIP(ip) === 0) return undefined;

@@ -162,7 +162,7 @@ describe('FlowLogSink', () => {
   test('a file that cannot be opened: open() rejects with one line, and no thread is left behind', async () => {
     const path = join(tempDir('convis-flowlog-'), 'no-such-dir', 'flows.db');
     await assert.rejects(FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log), (e: Error) => /directory does not exist/.test(e.message) && !e.message.includes('\n'));
-    const created = createSinks([{ type: 'flowlog', parsed: parseFlowLogOptions({ path }), metrics: false }], { log, metrics: undefined as never, onClosed: () => undefined });
+    const created = createSinks([{ type: 'flowlog', parsed: parseFlowLogOptions({ path }), metrics: false, events: true }], { log, metrics: undefined as never, onClosed: () => undefined });
     await assert.rejects(created, (e: Error) => e instanceof ConfigError && e.message.startsWith(`--sink flowlog: cannot use ${JSON.stringify(path)} (`));
   });
 
