@@ -11,6 +11,7 @@ import { ConfigError } from './errors.js';
 import { parseFlags } from './flags.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
 import { secrets } from './secrets.js';
+import { parseListenAddress, type ListenAddress } from './listen.js';
 import { CMDLINE_MODES, type CmdlineMode } from '../metadata/cmdline.js';
 
 /**
@@ -51,6 +52,8 @@ export interface Config {
   cmdline: CmdlineMode;
   /** --policy: the rules file to raise alerts from */
   policyFile?: string;
+  /** --health-listen: /healthz and /readyz on their own address */
+  healthListen?: ListenAddress;
   credentials: EnvCredentials;
 }
 
@@ -119,6 +122,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     interval: { type: 'string' },
     cmdline: { type: 'string' },
     policy: { type: 'string' },
+    'health-listen': { type: 'string' },
   });
   // credentials first, so that no message from here on can show one
   const credentials: EnvCredentials = {};
@@ -163,5 +167,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     cmdline,
     credentials,
     ...(values.policy !== undefined ? { policyFile: values.policy } : {}),
+    ...(values['health-listen'] !== undefined ? { healthListen: parseListenAddress(values['health-listen'], '--health-listen') } : {}),
   };
 }
