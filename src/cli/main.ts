@@ -20,6 +20,7 @@ import { createSinks, parseSinkSpecs, sinkHelp } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
+import { checkPrivileges } from '../tracer/preflight.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { secrets } from '../config/secrets.js';
 import { PolicyAlerts } from '../policy/alerts.js';
@@ -85,6 +86,8 @@ Needs Linux with BTF, run as root (or with CAP_SYS_ADMIN and CAP_SYS_PTRACE).
 
 
 async function run(config: Config, log: Logger): Promise<number> {
+  // a missing capability is the first and only line, before sinks and runtimes say anything
+  checkPrivileges(readFileSync('/proc/self/status', 'utf8'), process.getuid?.() ?? -1);
   const parsedSinks = parseSinkSpecs(config.sinks, config.credentials);
   const counts = new KindCounts();
   // filled in below; the registry reads them only when it is collected

@@ -73,17 +73,20 @@ function positiveInt(flag: string, text: string): number {
 /**
  * The node's name when neither --node-name nor NODE_NAME gives it: the host
  * name, but the host's, not a container's, when convis runs in a container
- * that shares the host's pid namespace (pid 1 is then the host's init, in
- * another UTS namespace, and its root holds the host's /etc/hostname).
+ * that shares the host's pid namespace. Pid 1 is then the host's init, in
+ * another UTS namespace, and its root holds the host's /etc/hostname; where
+ * pid 1 cannot be looked at (an init that is not dumpable), pid 2, kthreadd,
+ * which always lives in the host's first namespaces, can.
  */
 export function defaultNodeName(procRoot: string, ownHostname: () => string = hostname): string {
-  try {
-    if (readlinkSync(join(procRoot, 'self/ns/uts')) !== readlinkSync(join(procRoot, '1/ns/uts'))) {
-      const host = readFileSync(join(procRoot, '1/root/etc/hostname'), 'utf8').trim();
+  for (const pid of ['1', '2']) {
+    try {
+      if (readlinkSync(join(procRoot, 'self/ns/uts')) === readlinkSync(join(procRoot, pid, 'ns/uts'))) break;
+      const host = readFileSync(join(procRoot, pid, 'root/etc/hostname'), 'utf8').trim();
       if (host) return host;
+    } catch {
+      // not allowed to look at this pid: try the next
     }
-  } catch {
-    // not allowed to look at pid 1: our own host name is the best we have
   }
   return ownHostname();
 }
