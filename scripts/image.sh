@@ -26,7 +26,9 @@ changes=(
   --change 'EXPOSE 9400'
   --change "LABEL org.opencontainers.image.title=convis org.opencontainers.image.version=$version org.opencontainers.image.licenses=Apache-2.0"
 )
-tar --numeric-owner -C "$dir/rootfs" -c . | "${engine[@]}" import "${changes[@]}" - "$name:$version" >/dev/null
+# the engine's progress lines are shown only when the import fails
+tar --numeric-owner -C "$dir/rootfs" -c . | "${engine[@]}" import "${changes[@]}" - "$name:$version" >/dev/null 2>"$dir/import.log" ||
+  { cat "$dir/import.log" >&2; exit 1; }
 "${engine[@]}" tag "$name:$version" "$name:latest"
 bytes=$("${engine[@]}" image inspect --format '{{.Size}}' "$name:$version")
 echo "image: $name:$version ($name:latest), $((bytes / 1000000)) MB ($bytes bytes)"
