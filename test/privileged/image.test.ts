@@ -4,8 +4,8 @@
  * only), then run in a real podman and a real dockerd with --cap-drop=ALL
  * plus the documented capabilities, the host's pid namespace and the
  * documented read-only mounts (never --privileged). A host process's
- * connection and a Docker container's are reported with process, container
- * name and image and the host's node name; /metrics, /healthz and /readyz
+ * connection, a Docker container's and a podman container's are reported
+ * with process, container name and image and the host's node name; /metrics, /healthz and /readyz
  * answer from outside the container; without one capability the image
  * exits with one line naming it.
  */
@@ -156,20 +156,26 @@ describe('the OCI image in podman and dockerd', { skip }, () => {
         const cserver = startPeer(['server', dockerd.bridge.gateway, '0', '6']);
         const cport = Number(await cserver.line('port'));
         const c = await dockerd.run(`client-of-${engineName}`, ['sh', '-c', `echo hello | nc -w 1 ${dockerd.bridge.gateway} ${cport}; sleep 30`]);
+        // and a podman container, named through podman's socket
+        const pserver = startPeer(['server', podman.bridge.gateway, '0', '6']);
+        const pport = Number(await pserver.line('port'));
+        const pc = await podman.run(`podman-client-of-${engineName}`, ['sh', '-c', `echo hello | nc -w 1 ${podman.bridge.gateway} ${pport}; sleep 30`]);
 
         let events: JsonEvent[] = [];
         const want = () => {
           const host = events.find((x) => x.event === 'close' && x.direction === 'outbound' && x.remote?.port === port && x.process?.pid === client.pid);
           const cont = events.find((x) => x.event === 'close' && x.direction === 'outbound' && x.remote?.port === cport && x.container?.id === c.id);
-          return { host, cont };
+          const pcont = events.find((x) => x.event === 'close' && x.direction === 'outbound' && x.remote?.port === pport && x.container?.id === pc.id);
+          return { host, cont, pcont };
         };
         const until = Date.now() + 30_000;
-        while (!(want().host && want().cont?.container?.name)) {
-          if (Date.now() > until) assert.fail(`${name}: no close events of both connections; last events: ${JSON.stringify(events.slice(-5))}`);
+        while (!(want().host && want().cont?.container?.name && want().pcont?.container?.name)) {
+          if (Date.now() > until) assert.fail(`${name}: no close events of all three connections; last events: ${JSON.stringify(events.slice(-5))}`);
           await sleep(500);
           events = jsonEvents((await logs()).stdout);
         }
-        const { host, cont } = want();
+        const { host, cont, pcont } = want();
+        assert.deepEqual(pcont!.container, { id: pc.id, name: `podman-client-of-${engineName}`, image: podman.image, runtime: 'podman' });
         assert.equal(host!.process!.comm, 'convis-peer');
         assert.match(host!.process!.exe, /python/, 'the executable is read through /proc (CAP_SYS_PTRACE)');
         assert.equal(host!.node, hostname(), "the host's node name");
@@ -183,6 +189,7 @@ describe('the OCI image in podman and dockerd', { skip }, () => {
         const text = await metrics.text();
         assert.match(text, new RegExp(`convis_tcp_connections_total\\{node="${hostname()}",direction="outbound",process="[^"]*",container_id="${c.id}",container_name="client-of-${engineName}"`));
         await dockerd.rm(c.id);
+        await podman.rm(pc.id);
 
         // SIGTERM: a clean stop, exit 0 and the summary line
         await e.run(['stop', '-t', '20', name], 60_000);
