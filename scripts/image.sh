@@ -18,13 +18,17 @@ trap 'rm -rf "$dir"' EXIT
 
 bash deploy/image/rootfs.sh "$dir/rootfs"
 # the settings deploy/image/Dockerfile gives the same root filesystem
+# one key=value per ENV and LABEL: `podman import --change` takes the rest of the line as one value
 changes=(
   --change 'ENTRYPOINT ["/usr/local/bin/node", "/opt/convis/bin/convis"]'
-  --change 'ENV PATH=/usr/local/bin:/usr/bin NODE_ENV=production'
+  --change 'ENV PATH=/usr/local/bin:/usr/bin'
+  --change 'ENV NODE_ENV=production'
   --change 'WORKDIR /'
   --change 'USER 0:0'
   --change 'EXPOSE 9400'
-  --change "LABEL org.opencontainers.image.title=convis org.opencontainers.image.version=$version org.opencontainers.image.licenses=Apache-2.0"
+  --change 'LABEL org.opencontainers.image.title=convis'
+  --change "LABEL org.opencontainers.image.version=$version"
+  --change 'LABEL org.opencontainers.image.licenses=Apache-2.0'
 )
 # the engine's progress lines are shown only when the import fails
 tar --numeric-owner -C "$dir/rootfs" -c . | "${engine[@]}" import "${changes[@]}" - "$name:$version" >/dev/null 2>"$dir/import.log" ||

@@ -113,7 +113,15 @@ describe('the OCI image in podman and dockerd', { skip }, () => {
       const absent = ['/opt/convis/dist/test', '/opt/convis/test', '/opt/convis/node_modules/typescript', '/opt/convis/node_modules/@types/picomatch',
         '/opt/convis/bpf', '/usr/bin/gcc', '/usr/bin/cc', '/usr/bin/clang', '/usr/bin/make', '/usr/bin/python3', '/bin/sh'].filter((p) => fs.existsSync(p));
       console.log(JSON.stringify({ node: process.versions.node, absent }));`;
+    const version = IMAGE.split(':')[1];
     for (const e of engines) {
+      // the settings image.sh gives (and deploy/image/Dockerfile, by the unit test), as each engine reads them
+      const config = JSON.parse(await e.run(['image', 'inspect', '--format', '{{json .Config}}', IMAGE])) as { Env: string[]; Labels: Record<string, string>; Entrypoint: string[]; User: string };
+      assert.deepEqual(config.Entrypoint, ['/usr/local/bin/node', '/opt/convis/bin/convis'], e.name);
+      for (const env of ['PATH=/usr/local/bin:/usr/bin', 'NODE_ENV=production']) assert.ok(config.Env.includes(env), `${e.name}: ${JSON.stringify(config.Env)}`);
+      assert.equal(config.Labels['org.opencontainers.image.version'], version, e.name);
+      assert.equal(config.Labels['org.opencontainers.image.title'], 'convis', e.name);
+      assert.equal(config.User, '0:0', e.name);
       const out = JSON.parse(await e.run(['run', '--rm', ...e.runFlags, '--entrypoint', '/usr/local/bin/node', IMAGE, '-e', probe])) as { node: string; absent: string[] };
       assert.ok(Number(out.node.split('.')[0]) >= 20, out.node);
       assert.deepEqual(out.absent, [], `${e.name}: the image holds ${out.absent.join(', ')}`);
