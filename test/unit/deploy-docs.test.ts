@@ -42,6 +42,7 @@ test("the README's docker run is the tests' flags: --cap-drop=ALL, the capabilit
   assert.match(cmd, /--cap-drop=ALL/);
   assert.deepEqual([...cmd.matchAll(/--cap-add=(\w+)/g)].map((x) => x[1]), CAPABILITIES);
   assert.match(cmd, /--pid=host/);
+  assert.match(cmd, /--read-only/);
   assert.doesNotMatch(cmd, /--privileged/);
   for (const mount of MOUNTS.filter((x) => x.path.startsWith('/sys'))) assert.ok(cmd.includes(`-v ${mount.host}:${mount.path}:ro`), mount.path);
   assert.ok(cmd.includes(IMAGE), IMAGE);
