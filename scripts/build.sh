@@ -35,8 +35,11 @@ if ! command -v node-gyp >/dev/null 2>&1; then
   gyp=(node "$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js")
 fi
 nodedir=()
-# build against the installed Node's headers (there is no network for a download)
-[ -f /usr/include/node/node_api.h ] && nodedir=(--nodedir=/usr)
+# build against the installed Node's headers (there is no network for a download):
+# Debian's and NodeSource's under /usr, the official binary's (node images) under /usr/local
+for d in /usr /usr/local; do
+  if [ -f "$d/include/node/node_api.h" ]; then nodedir=(--nodedir="$d"); break; fi
+done
 if [ ! native/build/Release/convis.node -nt build/convis.skel.h ] || [ ! native/build/Release/convis.node -nt native/addon.c ]; then
   "${gyp[@]}" rebuild --directory native "${nodedir[@]}" --loglevel=error >/dev/null
 fi

@@ -17,10 +17,11 @@ fi
 # CNI plugins), busybox-static for the images they build locally, and a real
 # Prometheus for the metrics tests, liburing-dev for the io_uring peer; iperf3
 # for the benchmark's bulk transfer, nginx and apache2-utils (ab) for its web
-# server phase; dnsmasq-base: a real DNS server for the DNS-names test
+# server phase; dnsmasq-base: a real DNS server for the DNS-names test;
+# openssl: the image build checks the Node.js tarball's integrity with it
 pkgs=(clang llvm bpftool libbpf-dev libbpf1 libelf1 zlib1g build-essential python3 iproute2 util-linux ca-certificates
   containerd runc containernetworking-plugins busybox-static docker.io podman iptables
-  prometheus liburing-dev iperf3 nginx apache2-utils dnsmasq-base)
+  prometheus liburing-dev iperf3 nginx apache2-utils dnsmasq-base openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

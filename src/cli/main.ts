@@ -20,10 +20,13 @@ import { createSinks, parseSinkSpecs, sinkHelp } from '../sinks/index.js';
 import type { Sink } from '../sinks/sink.js';
 import { BpfError } from '../tracer/errors.js';
 import { Tracer } from '../tracer/tracer.js';
+import { checkPrivileges } from '../tracer/preflight.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { secrets } from '../config/secrets.js';
 import { PolicyAlerts } from '../policy/alerts.js';
 import type { Policy } from '../policy/policy.js';
+import { Health, progressWatch } from '../health/health.js';
+import { HealthServer } from '../health/http.js';
 
 // the policy (YAML, globs) and the flow log (SQLite) are loaded only when
 // used: every agent would otherwise pay for them in memory
@@ -66,6 +69,7 @@ Options:
   --cmdline MODE              command lines in events: redacted (default: secret-bearing arguments masked), full or none
   --policy FILE               rules (YAML) of what workloads may talk to; an alert event for every connection they do not permit
                               (reloaded on SIGHUP)
+  --health-listen HOST:PORT   serve /healthz and /readyz here (a metrics sink serves them on its listener too)
   -v, --verbose               log what the agent does
   -h, --help                  this text
   -V, --version               the version
@@ -79,11 +83,13 @@ or from $CONVIS_NEWRELIC_KEY and $CONVIS_PROMETHEUS_PASSWORD instead of the comm
 
 Docker is found through $DOCKER_HOST, else /var/run/docker.sock.
 
-Needs Linux with BTF, run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
+Needs Linux with BTF, run as root (or with CAP_SYS_ADMIN and CAP_SYS_PTRACE).
 `;
 
 
 async function run(config: Config, log: Logger): Promise<number> {
+  // a missing capability is the first and only line, before sinks and runtimes say anything
+  checkPrivileges(readFileSync('/proc/self/status', 'utf8'), process.getuid?.() ?? -1);
   const parsedSinks = parseSinkSpecs(config.sinks, config.credentials);
   const counts = new KindCounts();
   // filled in below; the registry reads them only when it is collected
@@ -129,13 +135,29 @@ async function run(config: Config, log: Logger): Promise<number> {
     },
   });
 
+  // read at probe time: the poll thread must live and its sweeps keep coming
+  let sweepsStale: (() => number | undefined) | undefined;
+  const health = new Health({
+    kernel: () => {
+      if (!tracer) return undefined;
+      if (tracer.failed) return 'the poll thread stopped';
+      const t = tracer;
+      sweepsStale ??= progressWatch(() => t.stats().sweeps, 3 * config.intervalMs + 10_000);
+      const ms = sweepsStale();
+      return ms === undefined ? undefined : `no sweep for ${Math.round(ms / 1000)} s (every ${config.intervalMs / 1000} s expected)`;
+    },
+    sinks: () => sinks.filter((s) => s.failingForMs).map((s) => ({ name: s.name, failingForMs: s.failingForMs?.() ?? 0 })),
+  });
+
   let stopping: Promise<void> | undefined;
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   sinks = await createSinks(parsedSinks, {
     log,
     metrics: registry,
+    health,
     onClosed: (name, err) => {
+      health.sinkStopped(name, err.message);
       // a reader that went away (convis | head) is a normal end; anything else is worth a line
       if ((err as NodeJS.ErrnoException).code === 'EPIPE') log.debug(`sink ${name}: reader closed; stopping`);
       else log.info(`sink ${name} failed (${err.message}); stopping`);
@@ -146,7 +168,9 @@ async function run(config: Config, log: Logger): Promise<number> {
   const cgroupPath = findCgroup2Root(config.procRoot);
   // runtimes before the kernel side: a bad DOCKER_HOST is a usage error, found first
   let runtimes: Awaited<ReturnType<typeof openRuntimes>>;
+  let healthServer: HealthServer | undefined;
   try {
+    if (config.healthListen) healthServer = await HealthServer.start(config.healthListen, health, log);
     runtimes = await openRuntimes(config, log);
     tracer = Tracer.open({
       ringBytes: config.ringBytes,
@@ -157,7 +181,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     });
     if (!cgroupPath) log.info('no cgroup v2 hierarchy: the peers of unconnected UDP sockets will be unknown');
   } catch (e) {
-    await Promise.all(sinks.map((s) => s.close()));
+    await Promise.all([...sinks.map((s) => s.close()), healthServer?.close()]);
     throw e;
   }
   const t = tracer;
@@ -188,10 +212,17 @@ async function run(config: Config, log: Logger): Promise<number> {
   const onHup = () => void reload();
   process.on('SIGHUP', onHup);
 
+  let firstBatch = true;
   t.start((records) => {
     counts.add(records);
     pipe.push(records);
+    if (firstBatch) {
+      firstBatch = false;
+      // ready once the first batch has reached the sinks
+      void pipe.drain().then(() => health.markBatch());
+    }
   });
+  health.markAttached();
   // after attach, so no process can slip between the scan and the exec events
   processes.scan();
   // after the scan, so the owners of existing sockets are known processes
@@ -229,7 +260,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       warnLost();
       await pipe.drain();
       // metrics sinks take their final snapshot here
-      await Promise.all(sinks.map((s) => s.close()));
+      await Promise.all([...sinks.map((s) => s.close()), healthServer?.close()]);
       for (const r of runtimes.runtimes) r.close();
       resolveDone();
     })();

@@ -11,6 +11,7 @@ import { ConfigError } from './errors.js';
 import { parseFlags } from './flags.js';
 import { parseSinkSpec, type SinkSpec } from './sink-spec.js';
 import { secrets } from './secrets.js';
+import { parseListenAddress, type ListenAddress } from './listen.js';
 import { CMDLINE_MODES, type CmdlineMode } from '../metadata/cmdline.js';
 
 /**
@@ -51,6 +52,8 @@ export interface Config {
   cmdline: CmdlineMode;
   /** --policy: the rules file to raise alerts from */
   policyFile?: string;
+  /** --health-listen: /healthz and /readyz on their own address */
+  healthListen?: ListenAddress;
   credentials: EnvCredentials;
 }
 
@@ -70,17 +73,20 @@ function positiveInt(flag: string, text: string): number {
 /**
  * The node's name when neither --node-name nor NODE_NAME gives it: the host
  * name, but the host's, not a container's, when convis runs in a container
- * that shares the host's pid namespace (pid 1 is then the host's init, in
- * another UTS namespace, and its root holds the host's /etc/hostname).
+ * that shares the host's pid namespace. Pid 1 is then the host's init, in
+ * another UTS namespace, and its root holds the host's /etc/hostname; where
+ * pid 1 cannot be looked at (an init that is not dumpable), pid 2, kthreadd,
+ * which always lives in the host's first namespaces, can.
  */
 export function defaultNodeName(procRoot: string, ownHostname: () => string = hostname): string {
-  try {
-    if (readlinkSync(join(procRoot, 'self/ns/uts')) !== readlinkSync(join(procRoot, '1/ns/uts'))) {
-      const host = readFileSync(join(procRoot, '1/root/etc/hostname'), 'utf8').trim();
+  for (const pid of ['1', '2']) {
+    try {
+      if (readlinkSync(join(procRoot, 'self/ns/uts')) === readlinkSync(join(procRoot, pid, 'ns/uts'))) break;
+      const host = readFileSync(join(procRoot, pid, 'root/etc/hostname'), 'utf8').trim();
       if (host) return host;
+    } catch {
+      // not allowed to look at this pid: try the next
     }
-  } catch {
-    // not allowed to look at pid 1: our own host name is the best we have
   }
   return ownHostname();
 }
@@ -119,6 +125,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     interval: { type: 'string' },
     cmdline: { type: 'string' },
     policy: { type: 'string' },
+    'health-listen': { type: 'string' },
   });
   // credentials first, so that no message from here on can show one
   const credentials: EnvCredentials = {};
@@ -163,5 +170,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     cmdline,
     credentials,
     ...(values.policy !== undefined ? { policyFile: values.policy } : {}),
+    ...(values['health-listen'] !== undefined ? { healthListen: parseListenAddress(values['health-listen'], '--health-listen') } : {}),
   };
 }

@@ -282,6 +282,8 @@ export class HttpDelivery<T> {
   /** the failure kinds logged since delivery last worked (each logged once) */
   private readonly failures = new Set<string>();
   private failuresSinceLog = 0;
+  /** performance.now() of the first failed attempt since delivery last worked; undefined while it works */
+  private failingSinceMs: number | undefined;
   private droppedAtFailure = 0;
   private overflowing = false;
   /** credentials of the last request's Authorization header, masked too */
@@ -349,6 +351,11 @@ export class HttpDelivery<T> {
   /** Counts units a sink lost before they reached the queue (one it could not encode, events after close). */
   drop(units: number): void {
     this.dropped += units;
+  }
+
+  /** How long every attempt has failed (ms): 0 while delivery works or nothing was tried. */
+  failingForMs(): number {
+    return this.failingSinceMs === undefined ? 0 : performance.now() - this.failingSinceMs;
   }
 
   stats(): DeliveryStats {
@@ -537,6 +544,7 @@ export class HttpDelivery<T> {
   }
 
   private delivered(items: readonly T[]): void {
+    this.failingSinceMs = undefined;
     for (const item of items) this.sent += this.units(item);
     this.resetBackoff();
     this.splitDone(items.length);
@@ -621,6 +629,7 @@ export class HttpDelivery<T> {
   }
 
   private failing(key: string, message: string): void {
+    this.failingSinceMs ??= performance.now();
     this.failuresSinceLog++;
     if (this.failures.has(key)) return;
     if (this.failures.size === 0) this.droppedAtFailure = this.dropped;

@@ -10,6 +10,7 @@ import { ConfigError } from '../config/errors.js';
 import type { SinkSpec } from '../config/sink-spec.js';
 import type { EnvCredentials } from '../config/config.js';
 import type { Logger } from '../util/log.js';
+import type { Health } from '../health/health.js';
 import { MetricsEndpoint, parseListen } from './metrics-endpoint.js';
 import { NEW_RELIC_SPEC_KEYS, NewRelicSink, parseNewRelicOptions, type NewRelicOptions } from './newrelic.js';
 import { parsePrometheusOptions, type PrometheusSinkOptions } from './prometheus/options.js';
@@ -24,6 +25,8 @@ export interface SinkContext {
   metrics: MetricsSource;
   /** called when a sink's output is gone for good (e.g. stdout closed by its reader) */
   onClosed: (sink: string, err: Error) => void;
+  /** the agent's health, served on the metrics listener as /healthz and /readyz */
+  health?: Health;
 }
 
 interface SinkType<T> {
@@ -67,7 +70,7 @@ const stdout: SinkType<{ format: StdoutFormat; maxBufferBytes: number }> = {
 };
 
 const metrics: SinkType<{ host: string; port: number }> = {
-  keys: { listen: 'HOST:PORT to serve /metrics on (Prometheus text format), e.g. 127.0.0.1:9400 or :9400' },
+  keys: { listen: 'HOST:PORT to serve /metrics on (Prometheus text format), and /healthz and /readyz, e.g. 127.0.0.1:9400 or :9400' },
   metrics: true,
   events: false,
   parse(o) {
@@ -75,7 +78,7 @@ const metrics: SinkType<{ host: string; port: number }> = {
     if (o.listen === undefined) throw new ConfigError('--sink metrics needs listen=HOST:PORT');
     return parseListen(o.listen);
   },
-  create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics, ctx.log),
+  create: (p, ctx) => MetricsEndpoint.start(p, ctx.metrics, ctx.log, ctx.health),
 };
 
 const prometheus: SinkType<PrometheusSinkOptions> = {

@@ -1,28 +1,22 @@
 /**
  * metrics sink: serves /metrics in the Prometheus text format from the one
- * registry (the same numbers remote write sends), for Prometheus to scrape.
+ * registry (the same numbers remote write sends), for Prometheus to scrape,
+ * and the agent's /healthz and /readyz.
  */
 import { createServer, type Server } from 'node:http';
 import { renderText } from '../aggregate/registry.js';
 import type { MetricsSource } from '../aggregate/metrics.js';
-import { ConfigError } from '../config/errors.js';
 import type { Logger } from '../util/log.js';
 import type { Sink, SinkStats } from './sink.js';
+import { parseListenAddress, type ListenAddress } from '../config/listen.js';
+import { ConfigError } from '../config/errors.js';
+import { answerHealth } from '../health/http.js';
+import type { Health } from '../health/health.js';
 
-export interface MetricsEndpointOptions {
-  host: string;
-  port: number;
-}
+export type MetricsEndpointOptions = ListenAddress;
 
 /** listen=HOST:PORT, [V6]:PORT, or :PORT for every address. */
-export function parseListen(text: string): MetricsEndpointOptions {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 0 || port > 65535) {
-    throw new ConfigError(`--sink metrics: listen must be HOST:PORT, [IPv6]:PORT or :PORT, not "${text}"`);
-  }
-  return { host: m[1] ?? (m[2] || '::'), port };
-}
+export const parseListen = (text: string): MetricsEndpointOptions => parseListenAddress(text, '--sink metrics: listen');
 
 export class MetricsEndpoint implements Sink {
   readonly name = 'metrics';
@@ -35,7 +29,7 @@ export class MetricsEndpoint implements Sink {
   }
 
   /** Listens before it returns, so a taken port is an error at start-up. */
-  static async start(options: MetricsEndpointOptions, source: MetricsSource, log?: Logger): Promise<MetricsEndpoint> {
+  static async start(options: MetricsEndpointOptions, source: MetricsSource, log?: Logger, health?: Health): Promise<MetricsEndpoint> {
     let endpoint: MetricsEndpoint | undefined;
     const server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
@@ -43,8 +37,9 @@ export class MetricsEndpoint implements Sink {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
       }
+      if (health && answerHealth(path ?? '', req, res, health)) return;
       if (path !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('convis serves /metrics\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`convis serves /metrics${health ? ', /healthz and /readyz' : ''}\n`);
         return;
       }
       const families = source.collect();

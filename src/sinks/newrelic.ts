@@ -436,6 +436,10 @@ export class NewRelicSink implements Sink {
     await this.delivery.close();
   }
 
+  failingForMs(): number {
+    return this.delivery.failingForMs();
+  }
+
   stats(): NewRelicSinkStats {
     const { sent, dropped, failed, queueDepth } = this.delivery.stats();
     return { sent, dropped, failed, queueDepth };

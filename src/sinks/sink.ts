@@ -10,6 +10,8 @@ export interface Sink {
   write(events: readonly ConnectionEvent[]): void;
   close(): Promise<void>;
   stats(): SinkStats;
+  /** Network sinks: how long every delivery attempt has failed, in ms (0 while delivery works). */
+  failingForMs?(): number;
 }
 
 export interface SinkStats {

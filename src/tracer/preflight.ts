@@ -7,9 +7,27 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfError } from './errors.js';
 
-const CAP_SYS_ADMIN = 21n;
-const CAP_PERFMON = 38n;
-const CAP_BPF = 39n;
+/**
+ * The capabilities convis needs, each with what needs it. This is the whole
+ * list: the README's table, the container tests and deploy/kubernetes use
+ * exactly these. CAP_SYS_ADMIN also covers what CAP_BPF, CAP_PERFMON and
+ * CAP_NET_ADMIN would give (bpf(), perf_event_open for tracepoints, cgroup
+ * socket programs), and container runtimes' default seccomp profiles allow
+ * bpf() and perf_event_open only with CAP_SYS_ADMIN, so those three would
+ * only lengthen the list.
+ */
+export const REQUIRED_CAPABILITIES: readonly { name: string; bit: bigint; why: string }[] = [
+  {
+    name: 'CAP_SYS_ADMIN',
+    bit: 21n,
+    why: 'load and attach the BPF programs, and enter other network namespaces for the start-up snapshot',
+  },
+  {
+    name: 'CAP_SYS_PTRACE',
+    bit: 19n,
+    why: "read other processes' /proc entries (executable, namespaces, the host's name through /proc/1/root)",
+  },
+];
 
 /** Parses the CapEff mask out of /proc/<pid>/status text. */
 export function effectiveCaps(statusText: string): bigint {
@@ -17,15 +35,19 @@ export function effectiveCaps(statusText: string): bigint {
   return m?.[1] ? BigInt(`0x${m[1]}`) : 0n;
 }
 
-const has = (caps: bigint, cap: bigint) => (caps >> cap) & 1n;
+/** The required capabilities `caps` lacks, by name. */
+export function missingCapabilities(caps: bigint): string[] {
+  return REQUIRED_CAPABILITIES.filter((c) => ((caps >> c.bit) & 1n) === 0n).map((c) => c.name);
+}
 
-/** Loading and attaching tracepoint programs needs CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN). */
+/** Every capability in REQUIRED_CAPABILITIES, or one line naming those missing. */
 export function checkPrivileges(statusText: string, uid: number): void {
-  const caps = effectiveCaps(statusText);
-  if (has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) return;
+  const missing = missingCapabilities(effectiveCaps(statusText));
+  if (missing.length === 0) return;
+  const why = REQUIRED_CAPABILITIES.filter((c) => missing.includes(c.name)).map((c) => `${c.name}: ${c.why}`);
   throw new BpfError(
     'EPERM',
-    `must run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (running as uid ${uid} without them)`,
+    `missing capabilit${missing.length > 1 ? 'ies' : 'y'} ${missing.join(', ')} (running as uid ${uid}; ${why.join('; ')}): run as root or add ${missing.length > 1 ? 'them' : 'it'}`,
   );
 }
 

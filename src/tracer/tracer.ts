@@ -113,6 +113,9 @@ export class Tracer {
   /** the kernel counters as last read before close */
   private finalKernelStats: number[] = [];
   private stopped: Promise<void> | undefined;
+  /** the poll thread has ended (asked to, or not) */
+  private ended = false;
+  private stopRequested = false;
   private resolveStopped: (() => void) | undefined;
 
   private constructor(binding: Binding, handle: TracerHandle) {
@@ -162,6 +165,7 @@ export class Tracer {
     this.stopped = new Promise((resolve) => (this.resolveStopped = resolve));
     this.binding.start(handle, (batch, count) => {
       if (batch === null) {
+        this.ended = true;
         this.resolveStopped?.();
         return;
       }
@@ -188,6 +192,7 @@ export class Tracer {
   async stop(): Promise<void> {
     const handle = this.handle;
     if (!handle) return;
+    this.stopRequested = true;
     if (this.stopped) {
       this.binding.requestStop(handle);
       await this.stopped;
@@ -195,6 +200,11 @@ export class Tracer {
     this.finalKernelStats = this.binding.stats(handle);
     this.binding.close(handle);
     this.handle = undefined;
+  }
+
+  /** Started, and its poll thread ended without stop() asking: the kernel side no longer delivers. */
+  get failed(): boolean {
+    return this.ended && !this.stopRequested;
   }
 
   stats(): TracerStats {

@@ -200,7 +200,7 @@ export function commonSkipReason(): string | undefined {
 }
 
 /** Debian's docker CLI, which matches its dockerd, else whatever is on PATH. */
-function dockerCli(): string | undefined {
+export function dockerCli(): string | undefined {
   return existsSync('/usr/bin/docker') ? '/usr/bin/docker' : which('docker');
 }
 

@@ -23,7 +23,7 @@ describe('agent life cycle', { skip }, () => {
     // still able to read the checkout wherever it is (a uid switch might not be)
     const r = spawnSync('setpriv', ['--bounding-set=-all', process.execPath, convisBin], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /^convis: must run as root or with CAP_BPF, CAP_PERFMON.* \(running as uid 0 without them\)\n$/);
+    assert.match(r.stderr, /^convis: missing capabilities CAP_SYS_ADMIN, CAP_SYS_PTRACE \(running as uid 0; .*\): run as root or add them\n$/);
   });
 
   test('a BTF file that does not exist: one line, exit 1', () => {

@@ -100,7 +100,7 @@ test('config: bad flags are one ConfigError', () => {
   }
 });
 
-test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS namespace, else our own', () => {
+test('default node name: the host\'s /etc/hostname when pid 1 (else pid 2) is in another UTS namespace, else our own', () => {
   const proc = tempDir('convis-proc-');
   mkdirSync(join(proc, 'self/ns'), { recursive: true });
   mkdirSync(join(proc, '1/ns'), { recursive: true });
@@ -119,6 +119,16 @@ test('default node name: the host\'s /etc/hostname when pid 1 is in another UTS 
   // pid 1 not visible (no host pid namespace, or not allowed)
   assert.equal(defaultNodeName(join(same, 'nope'), () => 'host-2'), 'host-2');
   assert.equal(parseConfig(['--proc-root', proc], {}).nodeName, 'node-7');
+  // pid 1 cannot be looked at (its links unreadable): pid 2, kthreadd, names the host
+  const init = tempDir('convis-proc-');
+  mkdirSync(join(init, 'self/ns'), { recursive: true });
+  mkdirSync(join(init, '1'), { recursive: true });
+  mkdirSync(join(init, '2/ns'), { recursive: true });
+  mkdirSync(join(init, '2/root/etc'), { recursive: true });
+  writeFileSync(join(init, '2/root/etc/hostname'), 'node-8\n');
+  symlinkSync('uts:[4026532001]', join(init, 'self/ns/uts'));
+  symlinkSync('uts:[4026531838]', join(init, '2/ns/uts'));
+  assert.equal(defaultNodeName(init, () => 'container-abc'), 'node-8');
 });
 
 test('sinks say whether they read the metrics and whether they show events (metrics-only agents skip per-event work such as DNS names)', () => {

@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BpfError } from '../../src/tracer/errors.js';
-import { checkBtf, checkPrivileges, effectiveCaps, ensureTracefs } from '../../src/tracer/preflight.js';
+import { checkBtf, checkPrivileges, effectiveCaps, ensureTracefs, missingCapabilities, REQUIRED_CAPABILITIES } from '../../src/tracer/preflight.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const status = (capEff: string) => `Name:\tconvis\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapEff:\t${capEff}\n`;
@@ -13,16 +13,25 @@ test('effective capabilities come from CapEff', () => {
   assert.equal(effectiveCaps('Name:\tx\n'), 0n);
 });
 
-test('privileges: root-like, CAP_BPF+CAP_PERFMON, or CAP_SYS_ADMIN pass; none fails with EPERM', () => {
+test('privileges: CAP_SYS_ADMIN and CAP_SYS_PTRACE pass; each one missing is named in one line', () => {
+  const hex = (n: bigint) => n.toString(16).padStart(16, '0');
   assert.doesNotThrow(() => checkPrivileges(status('000001ffffffffff'), 0));
-  assert.doesNotThrow(() => checkPrivileges(status((1n << 39n | 1n << 38n).toString(16).padStart(16, '0')), 1000));
-  assert.doesNotThrow(() => checkPrivileges(status((1n << 21n).toString(16).padStart(16, '0')), 1000));
-  for (const caps of ['0000000000000000', (1n << 39n).toString(16).padStart(16, '0')]) {
+  assert.doesNotThrow(() => checkPrivileges(status(hex((1n << 21n) | (1n << 19n))), 1000));
+  const cases: [bigint, string][] = [
+    [0n, 'missing capabilities CAP_SYS_ADMIN, CAP_SYS_PTRACE'],
+    [1n << 21n, 'missing capability CAP_SYS_PTRACE'],
+    [1n << 19n, 'missing capability CAP_SYS_ADMIN'],
+    // CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN do not stand in for CAP_SYS_ADMIN (setns needs it)
+    [(1n << 39n) | (1n << 38n) | (1n << 12n) | (1n << 19n), 'missing capability CAP_SYS_ADMIN'],
+  ];
+  for (const [caps, text] of cases) {
     assert.throws(
-      () => checkPrivileges(status(caps), 1000),
-      (e: unknown) => e instanceof BpfError && e.code === 'EPERM' && /must run as root/.test(e.message) && /uid 1000/.test(e.message),
+      () => checkPrivileges(status(hex(caps)), 1000),
+      (e: unknown) => e instanceof BpfError && e.code === 'EPERM' && e.message.startsWith(`${text} (running as uid 1000;`) && !e.message.includes('\n'),
     );
   }
+  assert.deepEqual(missingCapabilities(1n << 19n), ['CAP_SYS_ADMIN']);
+  assert.deepEqual(REQUIRED_CAPABILITIES.map((c) => c.name), ['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE']);
 });
 
 test('BTF: missing vmlinux BTF is ENOTSUP with the reason; --btf must exist', () => {

@@ -218,6 +218,10 @@ export class PrometheusSink implements Sink {
     return this.closing;
   }
 
+  failingForMs(): number {
+    return this.delivery.failingForMs();
+  }
+
   stats(): PrometheusSinkStats {
     const { sent, dropped, failed, queueDepth } = this.delivery.stats();
     return { sent, dropped, failed, queueDepth };
