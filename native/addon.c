@@ -217,13 +217,6 @@ static void flush_batch(struct tracer *t)
 	if (!b || b->count == 0)
 		return;
 	t->cur = NULL;
-	/* a batch lives on as a JS Buffer: keep only what it holds */
-	if (b->len < BATCH_BYTES / 2) {
-		uint8_t *smaller = realloc(b->data, b->len);
-
-		if (smaller)
-			b->data = smaller;
-	}
 	/* blocking: when JS falls behind, the kernel ring buffer absorbs the
 	 * backlog and counts what it cannot hold */
 	if (fault(t->fault_handoff_every, &t->handoffs) ||
@@ -325,16 +318,6 @@ static void *poll_thread(void *arg)
 	return NULL;
 }
 
-/* A batch's memory belongs to its JS Buffer from the hand-over on: freed when that is collected. */
-static void free_batch_data(napi_env env, void *data, void *hint)
-{
-	int64_t ignored;
-
-	(void)hint;
-	free(data);
-	napi_adjust_external_memory(env, -(int64_t)(uintptr_t)hint, &ignored);
-}
-
 static void call_js(napi_env env, napi_value cb, void *context, void *data)
 {
 	struct tracer *t = context;
@@ -350,18 +333,13 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data)
 	}
 	napi_get_undefined(env, &undefined);
 	if (b) {
-		int64_t ignored;
-
-		/* no copy: the Buffer is the batch, and frees it when collected;
-		 * V8 is told of the memory so that it collects in time */
-		if (napi_create_external_buffer(env, b->len, b->data, free_batch_data, (void *)(uintptr_t)b->len, &argv[0]) != napi_ok) {
+		if (napi_create_buffer_copy(env, b->len, b->data, NULL, &argv[0]) != napi_ok) {
 			batch_lost(t->lost, b);
 			batch_free(b);
 			return;
 		}
-		napi_adjust_external_memory(env, (int64_t)b->len, &ignored);
 		napi_create_uint32(env, b->count, &argv[1]);
-		free(b);
+		batch_free(b);
 	} else {
 		napi_get_null(env, &argv[0]);
 		napi_create_uint32(env, 0, &argv[1]);
@@ -641,10 +619,6 @@ static napi_value js_open(napi_env env, napi_callback_info info)
 	/* loading parsed the kernel's BTF (several MiB, freed since): give that
 	 * memory back instead of keeping it in the heap for the agent's life */
 	malloc_trim(0);
-	/* batches (up to 1 MiB) stay mmap'd and go back to the kernel when
-	 * freed: glibc would otherwise raise its threshold after the first free
-	 * and keep them in a heap that only grows */
-	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	NAPI_CALL(env, napi_create_external(env, t, tracer_finalize, NULL, &handle));
 	return handle;
 }
