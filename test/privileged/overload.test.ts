@@ -18,7 +18,7 @@ import { after, before, describe, test } from 'node:test';
 import type { KernelRecord } from '../../src/bpf/decode.js';
 import { Tracer } from '../../src/tracer/tracer.js';
 import { Agent, peerExecutable, skipReasonLoudly, sleep } from '../helpers/agent.js';
-import { createServer, type Server } from 'node:http';
+import { freePort } from '../helpers/prometheus.js';
 
 const skip = skipReasonLoudly();
 
@@ -190,13 +190,8 @@ describe('every record is delivered or counted as lost', { skip, timeout: 180_00
   describe('the agent shows the loss: events, convis_events_lost_total, the warning line and the summary', () => {
     let agent: Agent;
     let metricsPort: number;
-    let blocker: Server;
     before(async () => {
-      // a free port for /metrics
-      blocker = createServer();
-      await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
-      metricsPort = (blocker.address() as { port: number }).port;
-      await new Promise<void>((r) => blocker.close(() => r()));
+      metricsPort = await freePort();
       agent = await Agent.start(['--ring-buffer', '16KiB', '--sink', `metrics,listen=127.0.0.1:${metricsPort}`]);
     });
     after(async () => {
