@@ -1093,14 +1093,24 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 	struct convis_conn_event *ev;
 	struct tcp_counts c;
 	struct tcp_sock *tp;
-	__u64 old_s, old_r, ds = 0, dr = 0;
+	__u64 old_s, old_r, ds = 0, dr = 0, conn_id, now;
 	__u32 old_t, dt = 0;
 
+	/*
+	 * The entry may be deleted by the socket's close on another CPU and,
+	 * this map being preallocated, reused at once for a new socket. Its
+	 * conn_id (unique, and written before the rest of a new entry) is read
+	 * first and checked again after the marks are moved: if it changed,
+	 * what this callback read or marked may belong to the new socket, and
+	 * the report is abandoned (the close carried the old socket's rest).
+	 */
+	conn_id = *(volatile __u64 *)&si->conn_id;
+	asm volatile("" ::: "memory");
 	if (si->direction == CONVIS_DIR_LISTEN)
 		return 0;
 	/* known only by its address: read-only plain loads, valid under the
 	 * test run's rcu_read_lock */
-	tp = rdonly((void *)*keyp, struct tcp_sock);
+	tp = rdonly((void *)*(volatile __u64 *)keyp, struct tcp_sock);
 	counts_tp(tp, &c);
 	old_s = si->rep_sent;
 	old_r = si->rep_received;
@@ -1113,6 +1123,13 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 		stat_inc(CONVIS_STAT_RB_DROP_UPDATE);
 		return 0;
 	}
+	/* who and where, read before the marks move (see above) */
+	__builtin_memset(ev, 0, sizeof(*ev));
+	copy_owner(ev, si);
+	read_tuple_tp(tp, ev);
+	ev->old_state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
+	now = bpf_ktime_get_ns();
+	ev->duration_ns = now - si->start_ns;
 	/* a close on another CPU takes what it finds: each counter is this
 	 * report's only if its mark was still where it was read */
 	if (c.sent > old_s && __sync_val_compare_and_swap(&si->rep_sent, old_s, c.sent) == old_s)
@@ -1121,18 +1138,25 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 		dr = c.received - old_r;
 	if (c.retrans > old_t && __sync_val_compare_and_swap(&si->rep_retrans, old_t, c.retrans) == old_t)
 		dt = c.retrans - old_t;
+	if (*(volatile __u64 *)&si->conn_id != conn_id) {
+		/* reused meanwhile: put back any mark moved on the new socket's entry */
+		if (ds)
+			__sync_val_compare_and_swap(&si->rep_sent, c.sent, old_s);
+		if (dr)
+			__sync_val_compare_and_swap(&si->rep_received, c.received, old_r);
+		if (dt)
+			__sync_val_compare_and_swap(&si->rep_retrans, c.retrans, old_t);
+		stat_inc(CONVIS_STAT_SWEEP_RACES);
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
 	if (!ds && !dr) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->hdr.type = CONVIS_EV_TCP_UPDATE;
 	ev->hdr.size = sizeof(*ev);
-	ev->hdr.ts_ns = bpf_ktime_get_ns();
-	copy_owner(ev, si);
-	read_tuple_tp(tp, ev);
-	ev->old_state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
-	ev->duration_ns = ev->hdr.ts_ns - si->start_ns;
+	ev->hdr.ts_ns = now;
 	put_counts(ev, &c);
 	ev->delta_sent = ds;
 	ev->delta_received = dr;

@@ -57,6 +57,7 @@ enum convis_stat {
 	CONVIS_STAT_UDP_FULL = 3,     /* UDP flow map full: datagrams not counted */
 	CONVIS_STAT_RB_DROP_UPDATE = 4, /* ring buffer full: an update waits for the next sweep */
 	CONVIS_STAT_RB_DROP_DNS = 5,  /* ring buffer full: a DNS answer lost (its names unknown) */
+	CONVIS_STAT_SWEEP_RACES = 6,  /* a sweep found its socket closed and its entry reused: report abandoned (the close had the rest) */
 	CONVIS_STAT_MAX = 8,
 };
 

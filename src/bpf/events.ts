@@ -33,7 +33,7 @@ export const ConnFlag = { ownerKnown: 1 << 0, startSeen: 1 << 1, existing: 1 << 
  * enum convis_stat: indexes of the kernel's per-CPU drop counters; the
  * addon appends the sweeps run and the sweeps that failed after `max`.
  */
-export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, udpFull: 3, rbDropUpdate: 4, rbDropDns: 5, max: 8 } as const;
+export const KernelStat = { rbDropConn: 0, rbDropProc: 1, socksFull: 2, udpFull: 3, rbDropUpdate: 4, rbDropDns: 5, sweepRaces: 6, max: 8 } as const;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

@@ -282,6 +282,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     uncounted_datagrams: s.uncountedDatagrams,
     deferred_updates: s.deferredUpdates,
     sweeps: s.sweeps,
+    sweep_races: s.sweepRaces,
     snapshot_namespaces: snapshot.namespaces,
     malformed: s.malformed,
     processes: processes.stats(),

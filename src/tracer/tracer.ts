@@ -51,6 +51,8 @@ export interface TracerStats {
   lostDnsAnswers: number;
   sweeps: number;
   sweepErrors: number;
+  /** sweep reports abandoned because the socket closed and its map entry was reused during the sweep (nothing lost: the close carried the rest) */
+  sweepRaces: number;
 }
 
 export type RecordsListener = (records: KernelRecord[]) => void;
@@ -222,6 +224,7 @@ export class Tracer {
       lostDnsAnswers: (k[KernelStat.rbDropDns] ?? 0) + bridgeLost.dns,
       sweeps: k[KernelStat.max] ?? 0,
       sweepErrors: k[KernelStat.max + 1] ?? 0,
+      sweepRaces: k[KernelStat.sweepRaces] ?? 0,
     };
   }
 }
