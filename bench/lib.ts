@@ -321,9 +321,20 @@ export interface TracerSpec {
   args: string[];
 }
 
+/**
+ * The Node flags an entry script's own first line gives it
+ * (`#!/usr/bin/env -S node --flag ...`): each agent is measured as it runs
+ * when started as `bin/convis`, even when built from another commit.
+ */
+export function shebangNodeFlags(entry: string): string[] {
+  const first = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!.*\bnode((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  return m?.[1]?.trim() ? m[1].trim().split(/\s+/) : [];
+}
+
 /** convis from an entry script, with these --sink specs */
 export function convisSpec(entry: string, sinks: string[], label = 'agent'): TracerSpec {
-  return { label, kind: 'convis', command: process.execPath, args: [entry, ...sinks.flatMap((s) => ['--sink', s])] };
+  return { label, kind: 'convis', command: process.execPath, args: [...shebangNodeFlags(entry), entry, ...sinks.flatMap((s) => ['--sink', s])] };
 }
 
 export const baselineSpec: TracerSpec = { label: 'C baseline', kind: 'mintrace', command: MINTRACE_BIN, args: [] };

@@ -297,6 +297,8 @@ static void *poll_thread(void *arg)
 	struct tracer *t = arg;
 	uint64_t next_sweep = t->sweep_ms ? now_ms() + t->sweep_ms : UINT64_MAX;
 
+	/* its own name in top -H and /proc/PID/task/TID/comm */
+	pthread_setname_np(pthread_self(), "convis-poll");
 	while (!atomic_load(&t->stop)) {
 		ring_buffer__poll(t->rb, (int)t->poll_ms);
 		if (now_ms() >= next_sweep) {

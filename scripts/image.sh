@@ -20,7 +20,7 @@ bash deploy/image/rootfs.sh "$dir/rootfs"
 # the settings deploy/image/Dockerfile gives the same root filesystem
 # one key=value per ENV and LABEL: `podman import --change` takes the rest of the line as one value
 changes=(
-  --change 'ENTRYPOINT ["/usr/local/bin/node", "/opt/convis/bin/convis"]'
+  --change 'ENTRYPOINT ["/usr/local/bin/node", "--v8-pool-size=1", "/opt/convis/bin/convis"]'
   --change 'ENV PATH=/usr/local/bin:/usr/bin'
   --change 'ENV NODE_ENV=production'
   --change 'WORKDIR /'

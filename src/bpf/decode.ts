@@ -310,9 +310,24 @@ function views(buf: Buffer): Views {
  * [u32 size][u32 0][record bytes][zero padding to 8].
  */
 export function decodeBatch(buf: Buffer, count: number): DecodeResult {
-  const v = views(buf);
   const records: KernelRecord[] = [];
+  const { malformed } = decodeBatchInChunks(buf, count, Infinity, (rs) => {
+    for (const r of rs) records.push(r);
+  });
+  return { records, malformed };
+}
+
+/**
+ * The same, handed on in pieces of at most `chunk` records, each before the
+ * next is decoded: a piece's records are garbage by the time the next one
+ * is made, so a garbage collection in the middle of a large batch finds
+ * (and copies) only one piece alive, and the young generation can stay small.
+ */
+export function decodeBatchInChunks(buf: Buffer, count: number, chunk: number, onRecords: (records: KernelRecord[]) => void): { records: number; malformed: number } {
+  const v = views(buf);
+  let records: KernelRecord[] = [];
   let malformed = 0;
+  let total = 0;
   let off = 0;
   for (let i = 0; i < count && off + RECORD_HEADER <= v.buf.length; i++) {
     const size = v.u32[off >>> 2] as number;
@@ -339,6 +354,15 @@ export function decodeBatch(buf: Buffer, count: number): DecodeResult {
     } else if (type === EventType.sweepEnd)
       records.push({ kind: 'sweep', pid: 0, tsSec: headerSec(v, o), tsNsec: headerNsec(v, o), seq: u64(v, o + SweepEvent.seq) });
     else records.push(decodeTask(v, o, type === EventType.exit ? 'exit' : 'fork'));
+    if (records.length >= chunk) {
+      total += records.length;
+      onRecords(records);
+      records = [];
+    }
   }
-  return { records, malformed };
+  if (records.length > 0) {
+    total += records.length;
+    onRecords(records);
+  }
+  return { records: total, malformed };
 }

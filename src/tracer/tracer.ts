@@ -1,4 +1,4 @@
-import { decodeBatch, type KernelRecord } from '../bpf/decode.js';
+import { decodeBatchInChunks, type KernelRecord } from '../bpf/decode.js';
 import { assertLayout, KernelStat } from '../bpf/events.js';
 import { loadBinding, type Binding, type SnapshotResult, type TracerHandle } from '../native/binding.js';
 import { BpfError } from './errors.js';
@@ -102,6 +102,13 @@ function validate(o: TracerOptions): Validated {
 }
 
 /**
+ * Records per listener call: a large batch from the addon (up to 4,096
+ * records) goes on in pieces of this many, each through the whole pipeline
+ * before the next is decoded (see decodeBatchInChunks).
+ */
+const CHUNK_RECORDS = 256;
+
+/**
  * The kernel side: loads and attaches the BPF programs, then delivers
  * decoded records in batches. One Tracer per process.
  */
@@ -159,7 +166,7 @@ export class Tracer {
     }
   }
 
-  /** Starts delivery. The listener runs on the main thread, one call per batch. */
+  /** Starts delivery. The listener runs on the main thread, one call per piece of a batch (at most CHUNK_RECORDS records), in kernel order. */
   start(listener: RecordsListener): void {
     const handle = this.handle;
     if (!handle) throw new BpfError('ECLOSED', 'the tracer is closed');
@@ -171,11 +178,11 @@ export class Tracer {
         this.resolveStopped?.();
         return;
       }
-      const { records, malformed } = decodeBatch(batch, count);
+      // in pieces: see decodeBatchInChunks
+      const { records, malformed } = decodeBatchInChunks(batch, count, CHUNK_RECORDS, listener);
       this.counters.batches++;
-      this.counters.records += records.length;
+      this.counters.records += records;
       this.counters.malformed += malformed;
-      listener(records);
     });
   }
 
