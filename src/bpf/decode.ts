@@ -188,17 +188,41 @@ function ipv4(v: Views, off: number): string {
   return s;
 }
 
+/** 2^53 ns: below it, a u64 of nanoseconds is exact as one number (about 104 days) */
+const EXACT_NS_HI = 1 << 21;
+
 function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
   const { buf, u16, u32, i32 } = v;
   const w = o >>> 2; // u32 index of the record
   const family = u16[(o + ConnEvent.family) >>> 1] === AF_INET ? 4 : 6;
   const flags = buf[o + ConnEvent.flags] as number;
+  // the time: one division while the count is exact as a number (the
+  // record's whole-seconds and remainder then by integer arithmetic)
+  const ti = w + (Header.tsNs >>> 2);
+  const hi = u32[ti + 1] as number;
+  let tsSec: number;
+  let tsNsec: number;
+  if (hi < EXACT_NS_HI) {
+    const ns = hi * 4294967296 + (u32[ti] as number);
+    tsSec = Math.floor(ns / 1e9);
+    tsNsec = ns - tsSec * 1e9;
+    if (tsNsec < 0) {
+      tsSec--;
+      tsNsec += 1e9;
+    } else if (tsNsec >= 1e9) {
+      tsSec++;
+      tsNsec -= 1e9;
+    }
+  } else {
+    tsSec = headerSec(v, o);
+    tsNsec = headerNsec(v, o);
+  }
   return {
     kind,
     proto: buf[o + ConnEvent.proto] === IPPROTO_UDP ? 'udp' : 'tcp',
     pid: u32[w + (Header.pid >>> 2)] as number,
-    tsSec: headerSec(v, o),
-    tsNsec: headerNsec(v, o),
+    tsSec,
+    tsNsec,
     tid: u32[w + (ConnEvent.tid >>> 2)] as number,
     uid: u32[w + (ConnEvent.uid >>> 2)] as number,
     ppid: u32[w + (ConnEvent.ppid >>> 2)] as number,

@@ -10,30 +10,61 @@ for (let i = 0; i < 100; i++) {
   PAIRS[i * 2 + 1] = 48 + (i % 10);
 }
 
+/** A buffer the writer fills, and how many of its slices streams still hold. */
+interface Arena {
+  buf: Buffer;
+  out: number;
+}
+
 export class ByteWriter {
+  private arena: Arena;
+  /** the current arena's buffer (kept apart: read on every write) */
   private buf: Buffer;
+  /** where the bytes not yet handed to a stream begin */
+  private start = 0;
   private pos = 0;
-  /** buffers the stream has finished with, for writeTo() */
-  private readonly spare: Buffer[] = [];
-  /** memory handed to a stream by writeTo() that it has not finished with */
+  /** arenas no stream holds any more, for reuse: no fresh (page-faulting) memory per batch */
+  private readonly spare: Arena[] = [];
+  /** bytes handed to a stream by writeTo() that it has not finished with */
   private held = 0;
 
   constructor(initialBytes = 1 << 16) {
-    this.buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
+    this.arena = { buf: Buffer.allocUnsafe(Math.max(64, initialBytes)), out: 0 };
+    this.buf = this.arena.buf;
   }
 
-  /** Bytes written since the last take(). */
+  /** Bytes written since the last take() or writeTo(). */
   get length(): number {
-    return this.pos;
+    return this.pos - this.start;
   }
 
   /** Makes room for n more bytes. */
   ensure(n: number): void {
-    if (this.pos + n > this.buf.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-      this.buf.copy(bigger, 0, 0, this.pos);
-      this.buf = bigger;
+    if (this.pos + n > this.buf.length) this.moveOn(n);
+  }
+
+  /**
+   * The current arena is full: the bytes not handed off yet go to the start
+   * of this arena if no stream holds any of it, else to another one (the
+   * full one goes back to the spares once its slices are done).
+   */
+  private moveOn(n: number): void {
+    const a = this.arena;
+    const keep = this.pos - this.start;
+    if (a.out === 0 && keep + n <= a.buf.length) {
+      a.buf.copyWithin(0, this.start, this.pos);
+    } else {
+      const size = Math.max(a.buf.length, (keep + n) * 2);
+      let next = this.spare.pop();
+      while (next !== undefined && next.buf.length < keep + n) next = this.spare.pop();
+      next ??= { buf: Buffer.allocUnsafe(size), out: 0 };
+      a.buf.copy(next.buf, 0, this.start, this.pos);
+      if (a.out === 0 && this.spare.length < 4) this.spare.push(a);
+      this.arena = next;
+      this.buf = next.buf;
     }
+    this.start = 0;
+    this.pos = keep;
   }
 
   byte(c: number): void {
@@ -158,29 +189,27 @@ export class ByteWriter {
   }
 
   /**
-   * Writes what was written so far to the stream, in one write, and starts
-   * over. The buffer goes back into use once the stream says it is done with
-   * it: no fresh (page-faulting) memory per batch.
+   * Hands what was written since the last call to the stream, in one write,
+   * without copying it: a slice of the arena, after which writing goes on
+   * in the same arena. An arena returns to use once the stream has finished
+   * with every slice of it.
    */
   writeTo(stream: { write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean }, done?: (err?: Error | null) => void): void {
-    const used = this.buf;
-    const n = this.pos;
-    this.pos = 0;
-    // a little in a big buffer: a copy, so that a stream that holds writes
-    // holds what they are, not a whole buffer each
-    if (n < used.length >> 3) {
-      this.held += n;
-      stream.write(Buffer.from(used.subarray(0, n)), (err) => {
-        this.held -= n;
-        done?.(err);
-      });
-      return;
-    }
-    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(used.length);
-    this.held += used.length;
-    stream.write(used.subarray(0, n), (err) => {
-      this.held -= used.length;
-      if (this.spare.length < 4) this.spare.push(used);
+    const a = this.arena;
+    const n = this.pos - this.start;
+    const slice = a.buf.subarray(this.start, this.pos);
+    this.start = this.pos;
+    a.out++;
+    this.held += n;
+    stream.write(slice, (err) => {
+      this.held -= n;
+      a.out--;
+      if (a.out === 0) {
+        // all of it done: start over at its beginning, or keep it for later
+        if (a === this.arena) {
+          if (this.start === this.pos) this.start = this.pos = 0;
+        } else if (this.spare.length < 4) this.spare.push(a);
+      }
       done?.(err);
     });
   }
@@ -191,13 +220,14 @@ export class ByteWriter {
   }
 
   /**
-   * A copy of the bytes written so far, which the caller may keep (a stream
-   * may still queue it); the writer starts over on its own buffer.
+   * A copy of the bytes written since the last take() or writeTo(), which
+   * the caller may keep (a stream may still queue it); the writer goes on
+   * in its own buffer.
    */
   take(): Buffer {
-    const out = Buffer.allocUnsafe(this.pos);
-    this.buf.copy(out, 0, 0, this.pos);
-    this.pos = 0;
+    const out = Buffer.allocUnsafe(this.pos - this.start);
+    this.buf.copy(out, 0, this.start, this.pos);
+    this.pos = this.start;
     return out;
   }
 }

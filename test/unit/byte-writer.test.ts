@@ -68,3 +68,65 @@ test('take() hands out a copy: writing on does not change it', () => {
   assert.equal(a.toString(), 'first');
   assert.equal(text(w), 'second');
 });
+
+test('writeTo hands out slices without copying; what a stream still holds is never written over, whatever order it finishes in', () => {
+  const next = xorshift32(0x5eed);
+  const w = new ByteWriter(256);
+  const held: { chunk: Uint8Array; copy: string; cb: (err?: Error | null) => void }[] = [];
+  const received: string[] = [];
+  const stream = {
+    write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean {
+      held.push({ chunk, copy: Buffer.from(chunk).toString('latin1'), cb });
+      return true;
+    },
+  };
+  const finishSome = (all: boolean) => {
+    while (held.length > 0 && (all || next() % 3 !== 0)) {
+      const h = held.splice(next() % held.length, 1)[0]!;
+      // the bytes are still the ones handed over, however long the stream kept them
+      assert.equal(Buffer.from(h.chunk).toString('latin1'), h.copy);
+      received.push(h.copy);
+      h.cb();
+    }
+  };
+  const want: string[] = [];
+  let sentChars = 0;
+  for (let round = 0; round < 2000; round++) {
+    const parts = 1 + (next() % 40);
+    let s = '';
+    for (let i = 0; i < parts; i++) {
+      const piece = `${round}:${i}:${'x'.repeat(next() % 50)};`;
+      w.ascii(piece);
+      s += piece;
+    }
+    want.push(s);
+    sentChars += s.length;
+    w.writeTo(stream);
+    assert.equal(w.heldBytes, held.reduce((n, h) => n + h.chunk.length, 0));
+    if (next() % 4 === 0) finishSome(false);
+  }
+  finishSome(true);
+  assert.equal(w.heldBytes, 0);
+  assert.equal(received.map((r) => r.length).reduce((a, b) => a + b, 0), sentChars);
+  assert.deepEqual(received.sort(), want.sort());
+});
+
+test('writeTo on a stream that finishes at once reuses one buffer: no growth, no copies', () => {
+  const w = new ByteWriter(1024);
+  // the same memory every time: one backing store, one offset
+  const seen = new Set<string>();
+  const stores: ArrayBufferLike[] = [];
+  const stream = {
+    write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean {
+      if (!stores.includes(chunk.buffer)) stores.push(chunk.buffer);
+      seen.add(`${stores.indexOf(chunk.buffer)}@${chunk.byteOffset}`);
+      cb();
+      return true;
+    },
+  };
+  for (let i = 0; i < 1000; i++) {
+    w.ascii('y'.repeat(100));
+    w.writeTo(stream);
+  }
+  assert.equal(seen.size, 1);
+});

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { decodeBatch, RECORD_HEADER, type ConnRecord, type ExecRecord } from '../../src/bpf/decode.js';
+import { decodeBatch, decodeBatchInChunks, RECORD_HEADER, type ConnRecord, type ExecRecord, type KernelRecord } from '../../src/bpf/decode.js';
 import { AF_INET, ConnEvent, EventType, Header } from '../../src/bpf/events.js';
 import { repoRoot } from '../helpers/paths.js';
 import { xorshift32 } from '../helpers/random.js';
@@ -216,4 +216,39 @@ test('command names come out right through the name cache: repeats, slot collisi
     records.map((r) => (r.kind === 'sweep' || r.kind === 'dns' ? '' : r.comm)),
     want,
   );
+});
+
+test('record times: whole seconds and nanoseconds exact for every u64, on both sides of 2^53 ns and of each second', () => {
+  const next = xorshift32(0x7157);
+  const u64 = () => (BigInt(next()) << 32n) | BigInt(next());
+  const times: bigint[] = [0n, 1n, 999_999_999n, 1_000_000_000n, 1_000_000_001n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 64n - 1n];
+  // each second's edges up to the 2^53 ns limit (about 104 days) and past it
+  for (const k of [1n, 86_400n, 9_007_199n, 9_007_200n, 18_446_744_073n]) for (const d of [-1n, 0n, 1n]) if (k * 1_000_000_000n + d < 2n ** 64n) times.push(k * 1_000_000_000n + d);
+  for (let i = 0; i < 2000; i++) times.push(u64() >> BigInt(next() % 20)); // below and above 2^53
+  const stride = RECORD_HEADER + ConnEvent.size;
+  const batch = Buffer.alloc(times.length * stride);
+  times.forEach((t, i) => {
+    const o = i * stride;
+    batch.writeUInt32LE(ConnEvent.size, o);
+    batch.writeUInt16LE(EventType.tcpClose, o + RECORD_HEADER + Header.type);
+    batch.writeUInt16LE(AF_INET, o + RECORD_HEADER + ConnEvent.family);
+    batch.writeBigUInt64LE(t, o + RECORD_HEADER + Header.tsNs);
+  });
+  const { records, malformed } = decodeBatch(batch, times.length);
+  assert.equal(malformed, 0);
+  records.forEach((r, i) => {
+    const t = times[i]!;
+    assert.deepEqual([r.tsSec, r.tsNsec], [Number(t / 1_000_000_000n), Number(t % 1_000_000_000n)], `ts_ns ${t}`);
+  });
+});
+
+test('decoded in pieces: the same records in the same order, no piece larger than asked', () => {
+  const whole = decodeBatch(raw, facts.records);
+  for (const chunk of [1, 7, 256, facts.records]) {
+    const pieces: KernelRecord[][] = [];
+    const n = decodeBatchInChunks(raw, facts.records, chunk, (rs) => pieces.push(rs));
+    assert.deepEqual(n, { records: facts.records, malformed: 0 });
+    assert.ok(pieces.every((p) => p.length > 0 && p.length <= chunk));
+    assert.deepEqual(pieces.flat(), whole.records, `pieces of ${chunk}`);
+  }
 });
