@@ -406,8 +406,20 @@ describe('continuous visibility on the real kernel', { skip }, () => {
       movedWhileWatched += 150 * (i + 1);
     }
     const ours = (es: JsonEvent[]) => es.filter((e) => e.proto === 'tcp' && e.remote !== null && suitePorts.has(serverPort(e)));
-    // every connection of the suite has closed: wait for those closes, then a sweep
-    await agent.waitFor((es) => ours(es).filter((e) => e.event === 'close').length === 2 * suitePorts.size, 'every close', 15_000);
+    // every connection of the suite has closed: wait for both closes on each
+    // port (at least: a count of all closes never matched again if one port
+    // saw more), then a sweep
+    const closes = (es: JsonEvent[]) => {
+      const byPort = new Map<number, number>([...suitePorts].map((p) => [p, 0]));
+      for (const e of ours(es)) if (e.event === 'close') byPort.set(serverPort(e), (byPort.get(serverPort(e)) ?? 0) + 1);
+      return byPort;
+    };
+    try {
+      await agent.waitFor((es) => [...closes(es).values()].every((n) => n >= 2), 'both closes of every connection', 30_000);
+    } catch (e) {
+      throw new Error(`closes per server port: ${JSON.stringify([...closes(agent.events)])}; ${(e as Error).message}`);
+    }
+    for (const [port, n] of closes(agent.events)) assert.equal(n, 2, `closes on port ${port}`);
     await sleep(1200);
     const events = ours(agent.events);
     const fromEvents = events.reduce((a, e) => ({ sent: a.sent + added(e).sent, received: a.received + added(e).received }), { sent: 0, received: 0 });
