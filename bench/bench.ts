@@ -28,7 +28,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { measureStages, type StageCosts } from './pipeline.js';
 import { measureQueries, queryReport, type QueryCosts } from './flowlog.js';
@@ -48,6 +48,7 @@ import {
   freePort,
   metricSum,
   peakRssKiB,
+  rssParts,
   ROOT,
   runChurn,
   SERVERS,
@@ -114,6 +115,8 @@ interface AgentMeasure {
   summary: Summary;
   cpuMs: number;
   peakRssKiB: number;
+  /** resident memory by kind at the end of the workload (see rssParts) */
+  memory?: { anonKiB: number; fileKiB: number; ringKiB: number };
   /** TCP connects in this network namespace from agent start to exit that
    * were not the workload's: the agent traces them too */
   otherConnects: number;
@@ -252,13 +255,14 @@ async function measured<T>(
   const cpu = cpuMs(pid) - cpuAtReady;
   const bpfAfter = bpfProgTimes(pid);
   const peak = peakRssKiB(pid);
+  const memory = rssParts(pid);
   const bpfPrograms = bpfProgDeltas(bpfBefore, bpfAfter);
   await beforeStop?.(agent);
   const summary = await agent.stop();
   const otherConnects = Math.max(0, tcpCounter('ActiveOpens') - opensBefore - made(result));
   return {
     result,
-    measure: { summary, cpuMs: cpu, peakRssKiB: peak, otherConnects, bpfNs: bpfPrograms.reduce((a, p) => a + p.ns, 0), bpfPrograms },
+    measure: { summary, cpuMs: cpu, peakRssKiB: peak, memory, otherConnects, bpfNs: bpfPrograms.reduce((a, p) => a + p.ns, 0), bpfPrograms },
   };
 }
 
@@ -922,6 +926,18 @@ function stageReport(s: StageCosts): string {
 
 // ---- main ----
 
+/** The short commit of the checkout an entry script is in (with "+changes" when its tree differs), or undefined. */
+function commitOf(entry: string): string | undefined {
+  try {
+    const dir = dirname(entry);
+    const commit = execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['-C', dir, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${commit}+changes` : commit;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
     process.stderr.write('bench: must run as root (the tracers load eBPF programs)\n');
@@ -1077,6 +1093,8 @@ async function main(): Promise<void> {
         clockTicks,
         bpfStats,
         bpftool,
+        agentCommit: commitOf(opts.agent),
+        ...(opts.compare ? { compareCommit: commitOf(opts.compare) } : {}),
         phases: phases.map((p) => {
           const baseline = aloneMedian(p);
           return { ...p, aloneMedianRate: baseline, runs: p.runs.map((r) => ({ ...r, stats: stats(r, baseline) })) };

@@ -190,7 +190,7 @@ export function cpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
 }
 
-function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon' | 'RssFile'): number {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!match?.[1]) throw new Error(`no ${field} in /proc/${pid}/status`);
   return Number(match[1]);
@@ -200,6 +200,22 @@ function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
 export const peakRssKiB = (pid: number): number => statusKiB(pid, 'VmHWM');
 /** resident set size now (VmRSS) */
 export const rssKiB = (pid: number): number => statusKiB(pid, 'VmRSS');
+
+/**
+ * Resident memory now by kind: anonymous (heaps), file-backed or
+ * kernel-mapped (binaries, libraries, BPF maps), and of that the BPF maps
+ * the process has mapped (the ring buffer; the consumer maps its data pages
+ * twice, and each mapping counts).
+ */
+export function rssParts(pid: number): { anonKiB: number; fileKiB: number; ringKiB: number } {
+  let ringKiB = 0;
+  let inMap = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inMap = line.includes('anon_inode:bpf-map');
+    else if (inMap && line.startsWith('Rss:')) ringKiB += Number(line.split(/\s+/)[1]);
+  }
+  return { anonKiB: statusKiB(pid, 'RssAnon'), fileKiB: statusKiB(pid, 'RssFile'), ringKiB };
+}
 
 /** A counter of the Tcp: lines of /proc/net/snmp (this network namespace). */
 export function tcpCounter(name: 'ActiveOpens' | 'PassiveOpens'): number {

@@ -154,9 +154,11 @@ describe('every record is delivered or counted as lost', { skip, timeout: 180_00
   test('a tiny ring buffer and a stalled consumer: delivered + lost == made, for connection and process records', async () => {
     const observer = new Observer();
     await observer.start();
+    // the window is the tracer's whole life: a record others made before the
+    // workload started can be lost too
+    const from = monoNs();
     const tracer = Tracer.open({ ringBytes: 16 << 10, sweepMs: 0 });
     const records = await collect(tracer);
-    const from = monoNs();
     const w = runWorkloadBlocking(python);
     await tracer.stop();
     const others = await observer.others(w, from, monoNs());
@@ -173,9 +175,10 @@ describe('every record is delivered or counted as lost', { skip, timeout: 180_00
   test('the native bridge: batches it could not allocate or hand over are counted, exactly', async () => {
     const observer = new Observer();
     await observer.start();
+    // the tracer's whole life (see above): a failed batch may hold records others made before the workload
+    const from = monoNs();
     const tracer = Tracer.open({ sweepMs: 0, faultAllocEvery: 3, faultHandoffEvery: 2 });
     const records = await collect(tracer);
-    const from = monoNs();
     const w = runWorkloadBlocking(python);
     await tracer.stop();
     const others = await observer.others(w, from, monoNs());
