@@ -58,7 +58,7 @@ export interface KeptRun {
     nginx: { aloneRps: number; byWho: { json?: NginxFigures; metrics?: NginxFigures; baseline?: NginxFigures } };
     bulk: { aloneRate: number; ratio: number; compareRatio: number; exact: number; runs: number; incomplete: number };
   };
-  /** max churn: each pair's rate alone, and each pair's agent and C baseline ratios */
+  /** max churn: each pair's rate alone, and each run's ratio (its rate over the phase's median rate alone), convis's and the C baseline's */
   maxPairs: { alone: number[]; agentRatios: number[]; baselineRatios: number[] };
   /** the agent's resident memory at the end of each max-churn run, KiB: medians */
   memory?: { anonKiB: number; fileKiB: number; ringKiB: number };
@@ -179,7 +179,7 @@ export function renderBench(k: KeptRun): string {
   const range = (xs: number[], f: (x: number) => string) => (xs.length ? `${f(Math.min(...xs))} to ${f(Math.max(...xs))}` : '-');
   out.push(
     `**Read the churn figures with the noise in mind.** On this VM the workload alone ran at ${range(mp.alone, kilo)} conn/s in this run's ${k.pairs} pairs, ` +
-      `and within a pair convis kept ${range(mp.agentRatios, (x) => fixed(x, 2))} of it and the C tracer ${range(mp.baselineRatios, (x) => fixed(x, 2))}: ` +
+      `and against the median rate alone convis's runs kept ${range(mp.agentRatios, (x) => fixed(x, 2))} and the C tracer's ${range(mp.baselineRatios, (x) => fixed(x, 2))}: ` +
       `a few pairs do not settle a difference of a few hundredths. Compare builds with many alternating pairs ` +
       '(`--phases max --pairs 12 --seconds 12 --compare ...`, see `bench/README.md`). The userspace replay settles at one of two speeds per ' +
       'process (as V8 compiles it), so compare it over several runs.' +

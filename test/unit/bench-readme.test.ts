@@ -35,7 +35,7 @@ test('keep() takes the figures from a results file; replaceBench() swaps only th
     kernel: '6.18.44',
     cpus: 2,
     options: { pairs: 3, seconds: 10 },
-    phases: [{ key: 'max', runs: [1, 2, 3].flatMap((p) => [run(p, 'alone', 20000 + p), run(p, 'agent', 16000, 0.8 + p / 100), run(p, 'baseline', 19000, 0.9 + p / 100)]) }],
+    phases: [{ key: 'max', runs: [1, 2, 3].flatMap((p) => [run(p, 'alone', 20000 + p), run(p, 'agent', 16000, [0.81, 0.82, 0.83][p - 1]), run(p, 'baseline', 19000, [0.91, 0.92, 0.93][p - 1])]) }],
     summary: { max: phase, paced: phase, baseline: { max: phase, paced: phase }, nginx: { byWho: {} }, bulk: {} },
     targets: [],
   };
