@@ -10,6 +10,7 @@ import { toJsonObject, writeJsonEvent } from './json-event.js';
 import { PerProcess } from '../metadata/per-process.js';
 import { Fragments, SecondHead } from './line-parts.js';
 import type { Sink, SinkStats } from './sink.js';
+import { FdStream } from './fd-stream.js';
 import type { Logger } from '../util/log.js';
 
 export { toJsonObject };
@@ -184,7 +185,8 @@ export function writeTextLine(w: ByteWriter, e: ConnectionEvent): void {
 
 export interface StdoutSinkOptions {
   format: StdoutFormat;
-  stream?: Writable;
+  /** default: file descriptor 1 written through an FdStream (see fd-stream.ts) */
+  stream?: Writable | FdStream;
   /** called once when the stream fails for good (EPIPE: its reader went away) */
   onClosed?: (err: NodeJS.ErrnoException) => void;
   /** output held for a reader that is not reading, at most (default 16 MiB); past it, batches are dropped and counted */
@@ -199,7 +201,7 @@ export const DEFAULT_STDOUT_BUFFER_BYTES = 16 << 20;
 
 export class StdoutSink implements Sink {
   readonly name = 'stdout';
-  private readonly stream: Writable;
+  private readonly stream: Writable | FdStream;
   private readonly write1: (w: ByteWriter, e: ConnectionEvent) => void;
   private readonly out = new ByteWriter(1 << 16);
   private readonly counters: SinkStats = { sent: 0, dropped: 0 };
@@ -216,7 +218,7 @@ export class StdoutSink implements Sink {
   private settled: (() => void) | undefined;
 
   constructor(options: StdoutSinkOptions) {
-    this.stream = options.stream ?? process.stdout;
+    this.stream = options.stream ?? new FdStream(1);
     this.maxBufferBytes = options.maxBufferBytes ?? DEFAULT_STDOUT_BUFFER_BYTES;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5000;
     this.log = options.log;
@@ -283,8 +285,9 @@ export class StdoutSink implements Sink {
       return;
     }
     // stdout itself stays open; a stream of our own is ended
-    if (this.broken || this.stream === process.stdout) return;
-    await new Promise<void>((resolve) => this.stream.end(resolve));
+    if (this.broken || this.stream instanceof FdStream || this.stream === process.stdout) return;
+    const s = this.stream;
+    await new Promise<void>((resolve) => s.end(resolve));
   }
 
   /** queueDepth: events written to the stream that have not left the process yet */
