@@ -1,7 +1,10 @@
 /**
- * Writes to a file descriptor (stdout) with write(2) from libuv's thread
- * pool, one chunk at a time and in order, instead of through
- * process.stdout's stream.
+ * Writes to a file descriptor (stdout) with write(2) on this thread, one
+ * chunk at a time and in order, instead of through process.stdout's
+ * stream. A pipe or socket is in non-blocking mode, so a write never waits
+ * for the reader; a file or /dev/null does not make it wait long. (The
+ * thread pool's fs.write, tried first, cost a thread hop per chunk and
+ * about 6 MiB of RSS for the pool's threads.)
  *
  * Why: when stdout is a pipe or a socket, Node writes it through a
  * non-blocking libuv stream. Under a burst larger than the reader's buffer
@@ -14,7 +17,7 @@
  * is behind: EAGAIN) is tried again a little later, so the sink's own
  * bound and counters (max_buffer, dropped) decide what a slow reader costs.
  */
-import { write as fsWrite } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 
 type Callback = (err?: Error | null) => void;
 
@@ -30,7 +33,15 @@ export class FdStream {
   private readonly errorListeners: ((err: NodeJS.ErrnoException) => void)[] = [];
   private retryMs = RETRY_MS;
 
-  constructor(readonly fd: number) {}
+  constructor(readonly fd: number) {
+    // a pipe or socket must not block this thread when its reader is slow:
+    // Node's own handle for fd 1 (made on first use of process.stdout) puts
+    // it in non-blocking mode; nothing is written through that handle
+    if (fd === 1) {
+      const st = fstatSync(fd);
+      if (st.isFIFO() || st.isSocket()) void process.stdout;
+    }
+  }
 
   /** Queues a chunk; `cb` runs once all of it was written, or with the error that ended the stream. The chunk must not change until then. */
   write(chunk: Uint8Array, cb: Callback): boolean {
@@ -56,22 +67,30 @@ export class FdStream {
   }
 
   private next(offset: number): void {
-    const item = this.queue[this.head];
-    if (item === undefined) {
-      this.busy = false;
-      this.queue.length = 0;
-      this.head = 0;
-      return;
-    }
-    this.busy = true;
-    const { chunk } = item;
-    fsWrite(this.fd, chunk, offset, chunk.length - offset, null, (err, n) => {
-      if (err) {
+    // every chunk written that can be without waiting, synchronously: the
+    // descriptor is non-blocking (a pipe or socket) or never waits long (a
+    // file, /dev/null, a terminal)
+    for (;;) {
+      const item = this.queue[this.head];
+      if (item === undefined) {
+        this.busy = false;
+        this.queue.length = 0;
+        this.head = 0;
+        return;
+      }
+      this.busy = true;
+      const { chunk } = item;
+      let n: number;
+      try {
+        n = writeSync(this.fd, chunk, offset, chunk.length - offset);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
         if (err.code === 'EAGAIN' || err.code === 'EWOULDBLOCK' || err.code === 'EINTR') {
           // the reader is behind: try again shortly, backing off while it stays behind
           const delay = this.retryMs;
           this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
-          setTimeout(() => this.next(offset), delay);
+          const at = offset;
+          setTimeout(() => this.next(at), delay);
           return;
         }
         this.fail(err);
@@ -79,9 +98,10 @@ export class FdStream {
       }
       this.retryMs = RETRY_MS;
       if (offset + n < chunk.length) {
-        this.next(offset + n);
-        return;
+        offset += n;
+        continue;
       }
+      offset = 0;
       this.queue[this.head++] = undefined as unknown as { chunk: Uint8Array; cb: Callback };
       // a reader that stays behind keeps the queue from emptying: drop what is done now and then
       if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
@@ -89,8 +109,7 @@ export class FdStream {
         this.head = 0;
       }
       item.cb();
-      this.next(0);
-    });
+    }
   }
 
   private fail(err: NodeJS.ErrnoException): void {
