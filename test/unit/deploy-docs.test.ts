@@ -10,24 +10,9 @@ import { test } from 'node:test';
 import { REQUIRED_CAPABILITIES } from '../../src/tracer/preflight.js';
 import { CAPABILITIES, IMAGE, MOUNTS } from '../helpers/deploy.js';
 import { repoRoot } from '../helpers/paths.js';
+import { readme, tableNames } from '../helpers/readme.js';
 
 const read = (p: string) => readFileSync(join(repoRoot, p), 'utf8');
-const readme = read('README.md');
-
-function tableNames(heading: string): string[] {
-  const start = readme.indexOf(`\n${heading}\n`);
-  assert.ok(start >= 0, `README has "${heading}"`);
-  const names: string[] = [];
-  let inTable = false;
-  for (const row of readme.slice(start + 1).split('\n').slice(1)) {
-    if (row.startsWith('|')) {
-      inTable = true;
-      const m = /^\| `([^`]+)` \|/.exec(row);
-      if (m) names.push(m[1]!);
-    } else if (inTable) break;
-  }
-  return names;
-}
 
 test('the README lists exactly the capabilities preflight requires, and the mounts the image tests use', () => {
   assert.deepEqual(tableNames('### Capabilities'), REQUIRED_CAPABILITIES.map((c) => c.name));
