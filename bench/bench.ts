@@ -45,6 +45,7 @@ import {
   convisSpec,
   cpuMs,
   enableBpfStats,
+  withBpfStats,
   freePort,
   metricSum,
   peakRssKiB,
@@ -583,6 +584,25 @@ async function runBulkWithAgent(entry: string): Promise<{ bulk: BulkResult; repo
   return { bulk, ...(reported !== undefined ? { reported } : {}) };
 }
 
+/** The bulk pairs: alone, then each agent in turn (the order rotates per pair). */
+async function bulkPhase(opts: Options, bulkAgents: [Who, string][], bulkRuns: BulkRun[]): Promise<void> {
+  for (let pair = 1; pair <= opts.pairs; pair++) {
+    const alone = await runBulk();
+    bulkRuns.push({ pair, who: 'alone', bulk: alone });
+    process.stdout.write(`bulk, pair ${pair}, alone: ${int(alone.rate / 1e6)} MB/s\n`);
+    await sleep(SETTLE_MS);
+    for (const [who, entry] of rotate(bulkAgents, pair)) {
+      const r = await runBulkWithAgent(entry);
+      bulkRuns.push({ pair, who, ...r });
+      process.stdout.write(
+        `bulk, pair ${pair}, ${WHO_TEXT[who]}: ${int(r.bulk.rate / 1e6)} MB/s; ` +
+          `iperf3 moved ${int(r.bulk.bytes)} bytes, the agent's close says ${r.reported === undefined ? 'nothing' : int(r.reported)}\n`,
+      );
+      await sleep(SETTLE_MS);
+    }
+  }
+}
+
 interface BulkSummary {
   aloneRate: number;
   ratio: number;
@@ -1031,21 +1051,9 @@ async function main(): Promise<void> {
 
   const bulkRuns: BulkRun[] = [];
   const bulkAgents: [Who, string][] = [['agent', opts.agent], ...(opts.compare ? [['compare', opts.compare] as [Who, string]] : [])];
-  for (let pair = 1; opts.phases.has('bulk') && pair <= opts.pairs; pair++) {
-    const alone = await runBulk();
-    bulkRuns.push({ pair, who: 'alone', bulk: alone });
-    process.stdout.write(`bulk, pair ${pair}, alone: ${int(alone.rate / 1e6)} MB/s\n`);
-    await sleep(SETTLE_MS);
-    for (const [who, entry] of rotate(bulkAgents, pair)) {
-      const r = await runBulkWithAgent(entry);
-      bulkRuns.push({ pair, who, ...r });
-      process.stdout.write(
-        `bulk, pair ${pair}, ${WHO_TEXT[who]}: ${int(r.bulk.rate / 1e6)} MB/s; ` +
-          `iperf3 moved ${int(r.bulk.bytes)} bytes, the agent's close says ${r.reported === undefined ? 'nothing' : int(r.reported)}\n`,
-      );
-      await sleep(SETTLE_MS);
-    }
-  }
+  // without kernel.bpf_stats_enabled: see withBpfStats()
+  if (opts.phases.has('bulk')) await withBpfStats(false, () => bulkPhase(opts, bulkAgents, bulkRuns));
+
 
   const [maxPhase, pacedPhase] = phases as [Phase, Phase];
   const results: Results = {

@@ -263,6 +263,30 @@ export function enableBpfStats(): boolean {
   return true;
 }
 
+/**
+ * Sets kernel.bpf_stats_enabled to `on` for the duration of `fn` and puts
+ * back what it was. The bulk phase turns it off: it reports no BPF time, and
+ * the two clock reads the kernel adds to every program run are then a cost
+ * of the instrument, not of the agent, paid per sendmsg and recvmsg by a
+ * build with hooks there and not by one without.
+ */
+export async function withBpfStats<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
+  let old: string;
+  try {
+    old = readFileSync(BPF_STATS, 'utf8').trim();
+  } catch {
+    return fn();
+  }
+  const want = on ? '1' : '0';
+  if (old === want) return fn();
+  writeFileSync(BPF_STATS, `${want}\n`);
+  try {
+    return await fn();
+  } finally {
+    writeFileSync(BPF_STATS, `${old}\n`);
+  }
+}
+
 export interface ProgTime {
   /** run_time_ns: time spent running the program, all CPUs */
   ns: number;
