@@ -119,6 +119,18 @@ const FAMILIES: [keyof Totals, string, 'outbound' | 'inbound'][] = [
   ['inReceived', 'convis_tcp_bytes_received_total', 'inbound'],
 ];
 
+/** Each sink's queue depth from /metrics, as "sink N, ..." (or why not). */
+async function queueDepths(metricsPort: number): Promise<string> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const text = await res.text();
+    const depths = [...text.matchAll(/^convis_sink_queue_depth\{[^}]*sink="([^"]+)"[^}]*\} (\S+)$/gm)].map((m) => `${m[1]} ${int(Number(m[2]))}`);
+    return depths.length > 0 ? depths.join(', ') : 'none reported';
+  } catch (e) {
+    return `unknown (${(e as Error).message})`;
+  }
+}
+
 async function metricsTotals(metricsPort: number, port: number): Promise<Totals> {
   const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(30_000) });
   const text = await res.text();
@@ -293,7 +305,18 @@ async function main(): Promise<void> {
       if (t >= nextProgress) {
         nextProgress += 30;
         const s = samples[samples.length - 1]!;
-        process.stdout.write(`${mmss(t)} agent RSS ${fixed(s.rssKiB / 1024, 1)} MiB, CPU ${fixed((s.cpuMs / 1000 / t) * 100, 0)}% of one CPU; New Relic events received ${int(nr.events)}\n`);
+        // the bounded queues, which hold memory while a sink is behind, and the flow log's file (trimmed at max_size)
+        const queues = await queueDepths(metricsPort);
+        let dbMiB = NaN;
+        try {
+          dbMiB = statSync(flowDb).size / 2 ** 20;
+        } catch {
+          // not made yet
+        }
+        process.stdout.write(
+          `${mmss(t)} agent RSS ${fixed(s.rssKiB / 1024, 1)} MiB, CPU ${fixed((s.cpuMs / 1000 / t) * 100, 0)}% of one CPU; New Relic events received ${int(nr.events)}; ` +
+            `queued: ${queues}; flow log ${fixed(dbMiB, 0)} MiB\n`,
+        );
       }
     }
     churn = await churnDone;

@@ -14,8 +14,14 @@ import { F, F_STRIDE, FLAG_EXISTING, FLAG_INBOUND, FLAG_OWNED, FLAG_UDP, KIND_MA
 
 /** how often changed rows are written */
 const FLUSH_MS = 1000;
-/** how often retention and size are enforced */
+/** how often retention is enforced (and size, and the planner's statistics refreshed) */
 const PRUNE_MS = 60_000;
+/**
+ * how often the file's size alone is checked (two pragmas): at max churn a
+ * minute adds hundreds of MiB, which would then go over max_size by that
+ * much and be trimmed in one long delete while events pile up in the queue
+ */
+const SIZE_CHECK_MS = 5_000;
 /** open connections kept in memory; beyond it the oldest is forgotten (its row stays) */
 const MAX_OPEN = 524_288;
 /** changed rows that make a write happen before the second is up (bounds memory under a burst) */
@@ -99,8 +105,10 @@ export class FlowLogWriter {
     this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.prune();
+    let flushes = 0;
     this.flushTimer = setInterval(() => {
       this.flush();
+      if (++flushes % Math.round(SIZE_CHECK_MS / FLUSH_MS) === 0) this.trimIfOver();
       this.report();
     }, FLUSH_MS);
     this.pruneTimer = setInterval(() => {
@@ -376,18 +384,7 @@ export class FlowLogWriter {
       // first_seen <= last_seen: the time index finds them (a row seen last before the cutoff also began before it)
       const cutoff = Date.now() - this.o.retainMs;
       let deleted = this.db.prepare('DELETE FROM connections WHERE first_seen < ? AND last_seen < ?').run(cutoff, cutoff).changes;
-      const size = () => (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
-      for (let i = 0, now = size(); i < 50 && now > this.o.maxBytes; i++, now = size()) {
-        const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
-        if (n === 0) break;
-        // the oldest rows, as many as the excess is of the file, and a hundredth more
-        const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
-        // the oldest by when they began (the order of the time index)
-        deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
-        orphans.run();
-        this.db.pragma('incremental_vacuum');
-        this.db.pragma('wal_checkpoint(TRUNCATE)');
-      }
+      deleted += this.trimToSize(orphans);
       if (deleted > 0) {
         orphans.run();
         // their ids may be gone: workloads are written again as they come
@@ -395,6 +392,40 @@ export class FlowLogWriter {
       }
       this.db.pragma('incremental_vacuum');
       this.analyze();
+    } catch (e) {
+      this.post({ type: 'warn', line: `flowlog ${this.o.path}: pruning failed (${(e as Error).message})` });
+    }
+  }
+
+  /** The file's size in bytes, free pages included (incremental_vacuum returns those). */
+  private size(): number {
+    return (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
+  }
+
+  /** Deletes the oldest rows while the file is over max_size; returns how many. */
+  private trimToSize(orphans: Statement): number {
+    let deleted = 0;
+    for (let i = 0, now = this.size(); i < 50 && now > this.o.maxBytes; i++, now = this.size()) {
+      const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
+      if (n === 0) break;
+      // the oldest rows, as many as the excess is of the file, and a hundredth more
+      const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
+      // the oldest by when they began (the order of the time index)
+      deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
+      orphans.run();
+      this.db.pragma('incremental_vacuum');
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    }
+    return deleted;
+  }
+
+  /** Between prunes (every SIZE_CHECK_MS): trims the file once it is over max_size. */
+  private trimIfOver(): void {
+    try {
+      if (this.size() <= this.o.maxBytes) return;
+      // rows waiting for a write first: a workload they name is then in use
+      this.flush();
+      if (this.trimToSize(this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)')) > 0) this.workloadRows.clear();
     } catch (e) {
       this.post({ type: 'warn', line: `flowlog ${this.o.path}: pruning failed (${(e as Error).message})` });
     }

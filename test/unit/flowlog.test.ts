@@ -4,7 +4,7 @@
  * file: every filter, the rankings, both formats and the errors.
  */
 import assert from 'node:assert/strict';
-import { statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -209,6 +209,34 @@ describe('FlowLogSink', () => {
     assert.equal(Math.min(...kept), 6000 - kept.length, 'the oldest went');
     const workloads = (new Database(path, { readonly: true }).prepare('SELECT count(*) AS n FROM workloads').get() as { n: number }).n;
     assert.equal(workloads, kept.length, 'no workload is left without a connection');
+  });
+
+  test('a file that grows over max_size while the agent runs is trimmed within seconds, not at the next minute', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const max = 2 * 1024 ** 2;
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: max }, log);
+    const size = () => statSync(path).size + (existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0);
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      sink.write(Array.from({ length: 6000 }, (_, i) => sampleEvent('connect', { connId: i, process: { ...sampleProcess, pid: i, cmd: `${i} ${'x'.repeat(2000)}` }, timeSec: now - 6000 + i, timeNsec: 0 })));
+      await sink.taken();
+      // written within a second, checked every 5 s: well before the minute's prune
+      let largest = 0;
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline) {
+        const s = size();
+        largest = Math.max(largest, s);
+        if (largest > 4 * max && s <= max) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(largest > 4 * max, `the file grew first (to ${largest} bytes)`);
+      assert.ok(size() <= max, `trimmed to max_size while running: ${size()} bytes`);
+    } finally {
+      await sink.close();
+    }
+    const kept = rows(path).map((r) => r.conn_id as number);
+    assert.ok(kept.length > 0 && kept.length < 6000);
+    assert.equal(Math.max(...kept), 5999, 'the newest stay');
   });
 
   test('options: path required, retain, max_size and max_queue checked, unknown keys refused', () => {
