@@ -11,7 +11,11 @@
  *   --sink metrics,listen=127.0.0.1:M
  *   --sink prometheus,endpoint=...    (a real Prometheus, test/helpers/prometheus.ts)
  *   --sink newrelic,endpoint=...      (the local Event API server, test/helpers/newrelic-server.ts)
- *   --sink flowlog,path=...           (in a temp dir)
+ *   --sink flowlog,path=...,max_size=256MiB   (in a temp dir; at max churn
+ *                                     the file reaches its bound in the
+ *                                     first minute, so the run's second
+ *                                     half is the steady state: trimmed
+ *                                     every few seconds)
  * Its RSS (VmRSS) and CPU time are sampled every 5 s. Prometheus is stopped
  * for the middle fifth of the run (2 minutes of 10) and started again on
  * the same port and data. After the workload it waits until the totals in
@@ -120,6 +124,9 @@ const FAMILIES: [keyof Totals, string, 'outbound' | 'inbound'][] = [
 ];
 
 /** Each sink's queue depth from /metrics, as "sink N, ..." (or why not). */
+/** the flow log's max_size: reached within the first minute at max churn (the default, 1 GiB, only after about 2.5 minutes) */
+const FLOWLOG_MAX_MIB = 256;
+
 async function queueDepths(metricsPort: number): Promise<string> {
   try {
     const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5_000) });
@@ -250,7 +257,7 @@ async function main(): Promise<void> {
     `metrics,listen=127.0.0.1:${metricsPort}`,
     `prometheus,endpoint=${prom.remoteWriteUrl.href}`,
     `newrelic,account=${NR_ACCOUNT},endpoint=${nrServer.base.href}`,
-    `flowlog,path=${flowDb}`,
+    `flowlog,path=${flowDb},max_size=${FLOWLOG_MAX_MIB}MiB`,
   ];
   process.stdout.write(
     `convis soak: kernel ${release()}, ${cpus().length} CPUs; ${fixed(opts.minutes, 1)} min at ${opts.rate ? `${int(opts.rate)} conn/s` : 'max churn'} ` +
