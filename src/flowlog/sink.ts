@@ -280,8 +280,8 @@ export class FlowLogSink implements Sink {
   }
 
   /** queueDepth: events packed or handed to the writer that it has not taken yet */
-  stats(): SinkStats {
-    return { ...this.counters, queueDepth: this.inFlight + this.n };
+  stats(): SinkStats & { openRows: number } {
+    return { ...this.counters, queueDepth: this.inFlight + this.n, openRows: this.openRowsReported };
   }
 
   /** Rows the writer keeps in memory for connections still open, as it last said (for tests). */
