@@ -617,7 +617,11 @@ interface BulkSummary {
 
 function summarizeBulk(runs: BulkRun[]): BulkSummary {
   const alone = median(runs.filter((r) => r.who === 'alone').map((r) => r.bulk.rate));
-  const ratio = (who: Who) => median(runs.filter((r) => r.who === who).map((r) => r.bulk.rate / alone));
+  // pair by pair: the rate alone drifts by a quarter between pairs here (1.94
+  // to 1.48 GB/s in three consecutive pairs), which a ratio of medians takes
+  // for the agent's cost; each run is compared with the run alone of its pair
+  const aloneOf = new Map(runs.filter((r) => r.who === 'alone').map((r) => [r.pair, r.bulk.rate]));
+  const ratio = (who: Who) => median(runs.filter((r) => r.who === who && aloneOf.has(r.pair)).map((r) => r.bulk.rate / (aloneOf.get(r.pair) as number)));
   const withAgent = runs.filter((r) => r.who !== 'alone');
   const complete = withAgent.filter((r) => r.bulk.bytes === BULK_BYTES);
   return {
