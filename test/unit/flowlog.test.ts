@@ -40,6 +40,17 @@ const q = (args: string[], now = (T0 + 100) * 1000) => {
   return { status, text, lines: text.trimEnd().split('\n').filter((l) => l !== '') };
 };
 
+/**
+ * Opens a held writer's gate and closes its sink (again, if the test did):
+ * after a failed assertion the writer thread would otherwise wait at the
+ * gate for good, and the test file would never end.
+ */
+async function release(gate: Int32Array, sink: FlowLogSink): Promise<void> {
+  Atomics.store(gate, 0, 0);
+  Atomics.notify(gate, 0);
+  await sink.close();
+}
+
 describe('FlowLogSink', () => {
   test('one row per connection with its totals: updates add, the close sets the lifetime totals', async () => {
     const conn = { connId: 10 };
@@ -82,7 +93,7 @@ describe('FlowLogSink', () => {
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 9, 1]]);
   });
 
-  test('a writer that falls behind: past max_queue batches are dropped and counted, write() never waits, sent + dropped = written', async () => {
+  test('a writer that falls behind: past max_queue batches are dropped and counted, write() never waits, sent + dropped = written', async (ctx) => {
     const path = join(tempDir('convis-flowlog-'), 'flows.db');
     const lines: string[] = [];
     // the writer thread stops before each batch while hold[0] is 1: a stalled disk
@@ -90,6 +101,7 @@ describe('FlowLogSink', () => {
     const gate = new Int32Array(hold);
     Atomics.store(gate, 0, 1);
     const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, maxQueue: 10, hold }, createLogger(false, (l) => lines.push(l)));
+    ctx.after(() => release(gate, sink));
     let next = 0;
     const batch = () => Array.from({ length: 4 }, () => sampleEvent('connect', { connId: next++, ...at(0) }));
     const written: number[][] = [];
@@ -101,35 +113,38 @@ describe('FlowLogSink', () => {
       assert.ok(Number(process.hrtime.bigint() - t) < 50e6, 'write() does not wait for the writer');
     }
     // 4 + 4 fit in 10; the next three batches do not
-    assert.deepEqual(sink.stats(), { sent: 0, dropped: 12, failed: 0, queueDepth: 8 });
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 12, failed: 0, queueDepth: 8, openRows: 0 });
     assert.deepEqual(lines, ['convis: warning: flowlog ' + path + ': the writer is not keeping up (8 events waiting); dropping events until it does\n']);
     Atomics.store(gate, 0, 0);
     Atomics.notify(gate, 0);
     await sink.taken();
-    assert.deepEqual(sink.stats(), { sent: 8, dropped: 12, failed: 0, queueDepth: 0 });
+    // the writer keeps the 8 connections it took as open rows (no close came)
+    assert.deepEqual(sink.stats(), { sent: 8, dropped: 12, failed: 0, queueDepth: 0, openRows: 8 });
     const last = batch();
     sink.write(last);
     assert.equal(lines[1], `convis: warning: flowlog ${path}: the writer caught up; 12 events were dropped\n`);
     await sink.close();
     const s = sink.stats();
-    assert.deepEqual(s, { sent: 12, dropped: 12, failed: 0, queueDepth: 0 });
+    assert.deepEqual(s, { sent: 12, dropped: 12, failed: 0, queueDepth: 0, openRows: 12 });
     assert.equal(s.sent + s.dropped, 6 * 4, 'every event written is sent or dropped');
     assert.deepEqual(rows(path).map((r) => r.conn_id), [...written[0]!, ...written[1]!, ...last.map((e) => e.connId)], 'the rows are the events taken, no more');
     sink.write(batch());
     assert.equal(sink.stats().dropped, 16, 'after close, counted as dropped');
   });
 
-  test('close() waits for the writer at most closeTimeoutMs; what it did not take is counted as dropped', async () => {
+  test('close() waits for the writer at most closeTimeoutMs; what it did not take is counted as dropped', async (ctx) => {
     const path = join(tempDir('convis-flowlog-'), 'flows.db');
     const lines: string[] = [];
     const hold = new SharedArrayBuffer(4);
-    Atomics.store(new Int32Array(hold), 0, 1);
+    const gate = new Int32Array(hold);
+    Atomics.store(gate, 0, 1);
     const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, hold, closeTimeoutMs: 300 }, createLogger(false, (l) => lines.push(l)));
+    ctx.after(() => release(gate, sink));
     sink.write([sampleEvent('connect', { connId: 1 }), sampleEvent('close', { connId: 1 })]);
     const t = Date.now();
     await sink.close();
     assert.ok(Date.now() - t < 5000, `close() returned after ${Date.now() - t} ms`);
-    assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, failed: 0, queueDepth: 0 });
+    assert.deepEqual(sink.stats(), { sent: 0, dropped: 2, failed: 0, queueDepth: 0, openRows: 0 });
     assert.deepEqual(lines, [`convis: warning: flowlog ${path}: the writer did not finish within 0.3 s; 2 events not written are counted as dropped\n`]);
   });
 
@@ -181,7 +196,7 @@ describe('FlowLogSink', () => {
     // the same process objects and addresses again, after both sides forgot their ids
     sink.write(Array.from({ length: 1000 }, (_, k) => event(n + k, k)));
     await sink.close();
-    assert.deepEqual(sink.stats(), { sent: n + 1000, dropped: 0, failed: 0, queueDepth: 0 });
+    assert.deepEqual(sink.stats(), { sent: n + 1000, dropped: 0, failed: 0, queueDepth: 0, openRows: n + 1000 });
     const r = rows(path);
     assert.equal(r.length, n + 1000);
     const of = (connId: number) => (connId >= n ? connId - n : connId);
