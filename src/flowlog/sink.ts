@@ -279,14 +279,12 @@ export class FlowLogSink implements Sink {
     for (const f of this.idle.splice(0)) f();
   }
 
-  /** queueDepth: events packed or handed to the writer that it has not taken yet */
+  /**
+   * queueDepth: events packed or handed to the writer that it has not taken yet;
+   * openRows: rows the writer keeps in memory for connections still open, as it last said
+   */
   stats(): SinkStats & { openRows: number } {
     return { ...this.counters, queueDepth: this.inFlight + this.n, openRows: this.openRowsReported };
-  }
-
-  /** Rows the writer keeps in memory for connections still open, as it last said (for tests). */
-  get openRows(): number {
-    return this.openRowsReported;
   }
 
   /** Hands over what is packed and resolves once the writer has taken every event (for the bench, which writes faster than any disk). */

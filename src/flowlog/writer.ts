@@ -75,6 +75,8 @@ export class FlowLogWriter {
   private readonly insert: Statement;
   private readonly update: Statement;
   private readonly insertWorkload: Statement;
+  /** workloads no connection refers to any more (after deletions) */
+  private readonly deleteOrphans: Statement;
   /** the strings the sink gave ids, by id (0: none) */
   private strings: string[] = [''];
   /** remote addresses as 16 bytes, by string id */
@@ -104,6 +106,7 @@ export class FlowLogWriter {
       workload = ?, remote_name = ? WHERE id = ?`);
     this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.deleteOrphans = this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)');
     this.prune();
     let flushes = 0;
     this.flushTimer = setInterval(() => {
@@ -380,13 +383,12 @@ export class FlowLogWriter {
     // every row in memory first, so that a workload no row refers to is truly unused
     this.flush();
     try {
-      const orphans = this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)');
       // first_seen <= last_seen: the time index finds them (a row seen last before the cutoff also began before it)
       const cutoff = Date.now() - this.o.retainMs;
       let deleted = this.db.prepare('DELETE FROM connections WHERE first_seen < ? AND last_seen < ?').run(cutoff, cutoff).changes;
-      deleted += this.trimToSize(orphans);
+      deleted += this.trimToSize();
       if (deleted > 0) {
-        orphans.run();
+        this.deleteOrphans.run();
         // their ids may be gone: workloads are written again as they come
         this.workloadRows.clear();
       }
@@ -403,7 +405,7 @@ export class FlowLogWriter {
   }
 
   /** Deletes the oldest rows while the file is over max_size; returns how many. */
-  private trimToSize(orphans: Statement): number {
+  private trimToSize(): number {
     let deleted = 0;
     for (let i = 0, now = this.size(); i < 50 && now > this.o.maxBytes; i++, now = this.size()) {
       const n = (this.db.prepare('SELECT count(*) AS n FROM connections').get() as { n: number }).n;
@@ -412,7 +414,7 @@ export class FlowLogWriter {
       const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
       // the oldest by when they began (the order of the time index)
       deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
-      orphans.run();
+      this.deleteOrphans.run();
       this.db.pragma('incremental_vacuum');
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     }
@@ -425,7 +427,7 @@ export class FlowLogWriter {
       if (this.size() <= this.o.maxBytes) return;
       // rows waiting for a write first: a workload they name is then in use
       this.flush();
-      if (this.trimToSize(this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)')) > 0) this.workloadRows.clear();
+      if (this.trimToSize() > 0) this.workloadRows.clear();
     } catch (e) {
       this.post({ type: 'warn', line: `flowlog ${this.o.path}: pruning failed (${(e as Error).message})` });
     }

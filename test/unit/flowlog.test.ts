@@ -87,7 +87,7 @@ describe('FlowLogSink', () => {
     sink.write([sampleEvent('connect', { connId: 1, ...at(0) }), sampleEvent('update', { connId: 1, ...at(10), bytesSent: 5, bytesReceived: 6 })]);
     await new Promise((r) => setTimeout(r, 1300)); // one flush
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 5, 0]]);
-    assert.equal(sink.openRows, 1);
+    assert.equal(sink.stats().openRows, 1);
     sink.write([sampleEvent('close', { connId: 1, ...at(12), bytesSent: 9, bytesReceived: 6 })]);
     await sink.close();
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 9, 1]]);
