@@ -1058,7 +1058,6 @@ async function main(): Promise<void> {
   // without kernel.bpf_stats_enabled: see withBpfStats()
   if (opts.phases.has('bulk')) await withBpfStats(false, () => bulkPhase(opts, bulkAgents, bulkRuns));
 
-
   const [maxPhase, pacedPhase] = phases as [Phase, Phase];
   const results: Results = {
     max: summarize(maxPhase),

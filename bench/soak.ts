@@ -123,10 +123,10 @@ const FAMILIES: [keyof Totals, string, 'outbound' | 'inbound'][] = [
   ['inReceived', 'convis_tcp_bytes_received_total', 'inbound'],
 ];
 
-/** Each sink's queue depth from /metrics, as "sink N, ..." (or why not). */
 /** the flow log's max_size: reached within the first minute at max churn (the default, 1 GiB, only after about 2.5 minutes) */
 const FLOWLOG_MAX_MIB = 256;
 
+/** Each sink's queue depth from /metrics, as "sink N, ..." (or why not). */
 async function queueDepths(metricsPort: number): Promise<string> {
   try {
     const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5_000) });

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { benchPart, keep, renderBench, replaceBench, type KeptRun } from '../../bench/readme.js';
 import { repoRoot } from '../helpers/paths.js';
+import { readme } from '../helpers/readme.js';
 
-const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 const kept = JSON.parse(readFileSync(join(repoRoot, 'bench/last-run.json'), 'utf8')) as KeptRun;
 
 test('the README bench figures are what bench/last-run.json makes, untouched', () => {
