@@ -1,0 +1,80 @@
+/**
+ * Live counts stay exact when sweeps race the connections they read: at
+ * max connection churn (bench/churn.c, 64 bytes each way per connection)
+ * with a sweep every millisecond, so that sweeps keep reading sockets that
+ * are taking in their peer's FIN or closing on another CPU, every socket's
+ * reports (its updates' deltas and its close's rest) add up to its
+ * lifetime totals at close, and those are the 64 bytes churn moved.
+ *
+ * What this guards: a sweep reads a socket without its lock. The kernel
+ * counts a FIN in bytes_received before it marks the socket done, so a
+ * sweep that looked in between reported 65 bytes received, and the close
+ * could not take the extra byte back (before the fix, about one socket a
+ * minute at this rate). A sweep that moved a mark for a socket whose map
+ * entry was reused meanwhile would show here too.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { buildChurn, runChurn } from '../../bench/lib.js';
+import type { ConnRecord, KernelRecord } from '../../src/bpf/decode.js';
+import { Tracer } from '../../src/tracer/tracer.js';
+import { skipReasonLoudly, sleep } from '../helpers/agent.js';
+import { freePort } from '../helpers/prometheus.js';
+
+const skip = skipReasonLoudly();
+
+const SECONDS = 20;
+/** churn.c's MSG_SIZE */
+const MSG_BYTES = 64;
+
+interface Reports {
+  sent: number;
+  received: number;
+  updates: number;
+  close: ConnRecord | undefined;
+}
+
+describe('sweeps racing closes at max churn', { skip, timeout: 120_000 }, () => {
+  test('every socket\'s updates and close add up to its lifetime totals, which are what churn moved', async () => {
+    buildChurn();
+    const port = await freePort();
+    const tracer = Tracer.open({ ringBytes: 64 << 20, sweepMs: 1 });
+    const sockets = new Map<number, Reports>();
+    const ours = (r: KernelRecord): r is ConnRecord =>
+      'proto' in r && r.proto === 'tcp' && (r.localPort === port || r.remotePort === port) && (r.kind === 'update' || r.kind === 'close');
+    tracer.start((batch) => {
+      for (const r of batch) {
+        if (!ours(r)) continue;
+        let s = sockets.get(r.connId);
+        if (s === undefined) {
+          s = { sent: 0, received: 0, updates: 0, close: undefined };
+          sockets.set(r.connId, s);
+        }
+        s.sent += r.deltaSent;
+        s.received += r.deltaReceived;
+        if (r.kind === 'update') s.updates++;
+        else s.close = r;
+      }
+    });
+    let churn;
+    try {
+      await sleep(200);
+      churn = await runChurn(0, SECONDS, port);
+      await sleep(1000);
+    } finally {
+      await tracer.stop();
+    }
+    const stats = tracer.stats();
+    assert.equal(stats.lostConnEvents, 0, 'nothing lost');
+    assert.equal(churn.failed, 0, 'every exchange completed');
+    const all = [...sockets.values()];
+    assert.equal(all.filter((s) => s.close !== undefined).length, 2 * churn.connections, 'a close for both sockets of every connection');
+    const updates = all.reduce((a, s) => a + s.updates, 0);
+    // the race needs sweeps that find sockets with bytes not yet reported
+    assert.ok(updates >= 1000, `sweeps reported open sockets ${updates} times (at least 1000)`);
+    const wrong = all
+      .filter((s) => s.close && (s.sent !== s.close.bytesSent || s.received !== s.close.bytesReceived || s.close.bytesSent !== MSG_BYTES || s.close.bytesReceived !== MSG_BYTES))
+      .map((s) => `${s.close!.direction} ${s.close!.localPort}->${s.close!.remotePort}: reported ${s.sent}/${s.received} in ${s.updates} updates and the close, lifetime ${s.close!.bytesSent}/${s.close!.bytesReceived}`);
+    assert.deepEqual(wrong.slice(0, 10), [], `${wrong.length} of ${all.length} sockets whose reports do not add up (sent/received)`);
+  });
+});
