@@ -98,4 +98,6 @@ export interface WriterOptions {
   run: number;
   /** tests only: while its first Int32 is not 0, the writer waits before it takes each batch (a stalled disk) */
   hold?: SharedArrayBuffer;
+  /** tests only: open connections kept in memory (default MAX_OPEN) */
+  maxOpen?: number;
 }

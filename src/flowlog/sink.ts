@@ -36,6 +36,8 @@ export interface FlowLogOptions {
   closeTimeoutMs?: number;
   /** tests only: while its first Int32 is not 0, the writer waits before it takes each batch (a stalled disk) */
   hold?: SharedArrayBuffer;
+  /** tests only: open connections the writer keeps in memory (default its MAX_OPEN) */
+  maxOpen?: number;
 }
 
 const DEFAULT_RETAIN_MS = 7 * 86_400_000;
@@ -160,7 +162,7 @@ export class FlowLogSink implements Sink {
     this.o = o;
     this.log = log;
     this.maxQueue = o.maxQueue ?? DEFAULT_FLOWLOG_MAX_QUEUE;
-    const data: WriterOptions = { path: o.path, retainMs: o.retainMs, maxBytes: o.maxBytes, run: Date.now(), ...(o.hold ? { hold: o.hold } : {}) };
+    const data: WriterOptions = { path: o.path, retainMs: o.retainMs, maxBytes: o.maxBytes, run: Date.now(), ...(o.hold ? { hold: o.hold } : {}), ...(o.maxOpen ? { maxOpen: o.maxOpen } : {}) };
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
     // the agent's exit does not wait for it: close() does
     this.worker.unref();

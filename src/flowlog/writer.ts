@@ -11,6 +11,7 @@
 import type { Statement } from 'better-sqlite3';
 import { addressBytes, openForWriting, type DB } from './db.js';
 import { F, F_STRIDE, FLAG_EXISTING, FLAG_INBOUND, FLAG_OWNED, FLAG_UDP, KIND_MASK, KINDS, U, U_STRIDE, type FromWriter, type ToWriter, type WorkloadValues, type WriterOptions } from './record.js';
+import { R_CLOSED, R_DIRTY, R_EXISTING, R_INBOUND, R_INSERTED_NOW, R_OWNED, R_RESOLVED_NOW, R_UDP, Rows } from './rows.js';
 
 /** how often changed rows are written */
 const FLUSH_MS = 1000;
@@ -27,41 +28,6 @@ const MAX_OPEN = 524_288;
 /** changed rows that make a write happen before the second is up (bounds memory under a burst) */
 const MAX_DIRTY = 50_000;
 
-/** One connection's row as it stands. */
-interface Row {
-  id: number | undefined;
-  connId: number;
-  /** the sink's id of its workload */
-  workload: number;
-  /** its workloads row, once written */
-  workloadRow: number | undefined;
-  /** the workload names a process (an io_uring accept may name it later) */
-  owned: boolean;
-  proto: string;
-  direction: string;
-  first: number;
-  last: number;
-  closed: boolean;
-  existing: boolean;
-  localIp: string;
-  localPort: number;
-  remote: Buffer;
-  remotePort: number;
-  remoteName: string | null;
-  servicePort: number;
-  remotePod: string | null;
-  remoteNamespace: string | null;
-  bytesSent: number;
-  bytesReceived: number;
-  datagramsSent: number;
-  datagramsReceived: number;
-  retransmits: number;
-  durationMs: number | null;
-  error: string | null;
-  alertRule: string | null;
-  alertTime: number | null;
-}
-
 /** An optional packed number: NaN stands for absent. */
 const given = (x: number, otherwise: number): number => (Number.isNaN(x) ? otherwise : x);
 
@@ -69,9 +35,15 @@ export class FlowLogWriter {
   private readonly db: DB;
   private readonly o: WriterOptions;
   private readonly post: (m: FromWriter, transfer?: ArrayBuffer[]) => void;
-  /** rows of connections not closed yet, by conn_id */
-  private readonly open = new Map<number, Row>();
-  private readonly dirty = new Set<Row>();
+  /** the rows in memory (see rows.ts) */
+  private readonly rows = new Rows();
+  /** slots of connections not closed yet (or closed and not written yet), by conn_id */
+  private readonly open = new Map<number, number>();
+  /** slots changed since the last write, in the order they changed (a slot once: see R_DIRTY) */
+  private dirty = new Int32Array(1024);
+  private nDirty = 0;
+  /** slots forgotten (MAX_OPEN) while listed in `dirty`: freed after the next write */
+  private readonly forgotten: number[] = [];
   private readonly insert: Statement;
   private readonly update: Statement;
   private readonly insertWorkload: Statement;
@@ -106,7 +78,9 @@ export class FlowLogWriter {
       workload = ?, remote_name = ? WHERE id = ?`);
     this.insertWorkload = this.db.prepare(`INSERT INTO workloads (node, pid, comm, cmd, container_id, container_name, image, pod, namespace)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-    this.deleteOrphans = this.db.prepare('DELETE FROM workloads WHERE id NOT IN (SELECT workload FROM connections)');
+    // one probe of the workload index per workload; NOT IN (SELECT workload FROM connections) built a
+    // temporary table of every row's workload first, tens of MiB at each trim of a large file
+    this.deleteOrphans = this.db.prepare('DELETE FROM workloads WHERE NOT EXISTS (SELECT 1 FROM connections WHERE connections.workload = workloads.id)');
     this.prune();
     let flushes = 0;
     this.flushTimer = setInterval(() => {
@@ -146,7 +120,7 @@ export class FlowLogWriter {
     for (const w of m.workloads) this.workloadValues.set(w.id, w.values);
     for (let i = 0; i < m.n; i++) this.fold(m.f64, i * F_STRIDE, m.u32, i * U_STRIDE);
     this.counts.applied += m.n;
-    if (this.dirty.size >= MAX_DIRTY) this.flush();
+    if (this.nDirty >= MAX_DIRTY) this.flush();
     if (m.giveBack) this.report(m.f64, m.u32);
     else this.report();
   }
@@ -216,65 +190,59 @@ export class FlowLogWriter {
     return row;
   }
 
-  private rowOf(f64: Float64Array, fi: number, u32: Uint32Array, ui: number): Row {
+  /** The slot of an event's connection, taken when it is new. */
+  private rowOf(f64: Float64Array, fi: number, u32: Uint32Array, ui: number): number {
     const connId = f64[fi + F.connId] as number;
-    let r = this.open.get(connId);
-    if (r !== undefined) return r;
+    const known = this.open.get(connId);
+    if (known !== undefined) return known;
+    const rows = this.rows;
+    if (this.open.size >= (this.o.maxOpen ?? MAX_OPEN)) {
+      // the oldest open connection: its row stays as last written
+      const oldId = this.open.keys().next().value as number;
+      const old = this.open.get(oldId) as number;
+      this.open.delete(oldId);
+      if (rows.flags[old]! & R_DIRTY) {
+        rows.flags[old]! &= ~R_DIRTY;
+        this.counts.dropped++;
+        this.forgotten.push(old);
+      } else {
+        rows.release(old);
+      }
+    }
+    const s = rows.take();
     const flags = u32[ui + U.kind] as number;
     const t = f64[fi + F.timeMs] as number;
-    r = {
-      id: undefined,
-      connId,
-      workload: u32[ui + U.workload] as number,
-      workloadRow: undefined,
-      owned: (flags & FLAG_OWNED) !== 0,
-      proto: flags & FLAG_UDP ? 'udp' : 'tcp',
-      direction: flags & FLAG_INBOUND ? 'inbound' : 'outbound',
-      first: t,
-      last: t,
-      closed: false,
-      existing: (flags & FLAG_EXISTING) !== 0,
-      localIp: this.string(u32[ui + U.localIp] as number) ?? '',
-      localPort: u32[ui + U.localPort] as number,
-      remote: this.addressOf(u32[ui + U.remoteIp] as number),
-      remotePort: u32[ui + U.remotePort] as number,
-      remoteName: this.string(u32[ui + U.remoteName] as number),
-      servicePort: u32[ui + U.servicePort] as number,
-      remotePod: this.string(u32[ui + U.remotePod] as number),
-      remoteNamespace: this.string(u32[ui + U.remoteNamespace] as number),
-      bytesSent: 0,
-      bytesReceived: 0,
-      datagramsSent: 0,
-      datagramsReceived: 0,
-      retransmits: 0,
-      durationMs: null,
-      error: null,
-      alertRule: null,
-      alertTime: null,
-    };
-    if (this.open.size >= MAX_OPEN) {
-      // the oldest open connection: its row stays as last written
-      const [oldId, old] = this.open.entries().next().value as [number, Row];
-      this.open.delete(oldId);
-      if (this.dirty.delete(old)) this.counts.dropped++;
-    }
-    this.open.set(connId, r);
-    return r;
+    rows.connId[s] = connId;
+    rows.workload[s] = u32[ui + U.workload] as number;
+    rows.flags[s] = (flags & FLAG_OWNED ? R_OWNED : 0) | (flags & FLAG_UDP ? R_UDP : 0) | (flags & FLAG_INBOUND ? R_INBOUND : 0) | (flags & FLAG_EXISTING ? R_EXISTING : 0);
+    rows.first[s] = t;
+    rows.last[s] = t;
+    rows.localIp[s] = this.string(u32[ui + U.localIp] as number) ?? '';
+    rows.localPort[s] = u32[ui + U.localPort] as number;
+    rows.remote[s] = this.addressOf(u32[ui + U.remoteIp] as number);
+    rows.remotePort[s] = u32[ui + U.remotePort] as number;
+    rows.remoteName[s] = this.string(u32[ui + U.remoteName] as number);
+    rows.servicePort[s] = u32[ui + U.servicePort] as number;
+    rows.remotePod[s] = this.string(u32[ui + U.remotePod] as number);
+    rows.remoteNamespace[s] = this.string(u32[ui + U.remoteNamespace] as number);
+    this.open.set(connId, s);
+    return s;
   }
 
   /** Folds one packed event into its connection's row. */
   private fold(f64: Float64Array, fi: number, u32: Uint32Array, ui: number): void {
-    const r = this.rowOf(f64, fi, u32, ui);
+    const s = this.rowOf(f64, fi, u32, ui);
+    const rows = this.rows;
     const flags = u32[ui + U.kind] as number;
     const t = f64[fi + F.timeMs] as number;
-    r.last = Math.max(r.last, t);
+    if (t > rows.last[s]!) rows.last[s] = t;
     const name = u32[ui + U.remoteName] as number;
-    if (r.remoteName === null && name !== 0) r.remoteName = this.string(name);
+    if (rows.remoteName[s] === null && name !== 0) rows.remoteName[s] = this.string(name);
     // an owner named later (an io_uring accept) fills in the process
-    if (!r.owned && flags & FLAG_OWNED) {
-      r.workload = u32[ui + U.workload] as number;
-      r.workloadRow = undefined;
-      r.owned = true;
+    if (!(rows.flags[s]! & R_OWNED) && flags & FLAG_OWNED) {
+      rows.workload[s] = u32[ui + U.workload] as number;
+      rows.workloadRow[s] = NaN;
+      rows.flags[s]! |= R_OWNED;
     }
     const bytesSent = f64[fi + F.bytesSent] as number;
     const bytesReceived = f64[fi + F.bytesReceived] as number;
@@ -285,93 +253,135 @@ export class FlowLogWriter {
       case 'accept':
         // existing ones: what moved before the agent started
         if (flags & FLAG_EXISTING) {
-          r.bytesSent = given(bytesSent, 0);
-          r.bytesReceived = given(bytesReceived, 0);
+          rows.bytesSent[s] = given(bytesSent, 0);
+          rows.bytesReceived[s] = given(bytesReceived, 0);
         }
         break;
       case 'update':
-        r.bytesSent += given(bytesSent, 0);
-        r.bytesReceived += given(bytesReceived, 0);
-        r.datagramsSent += given(f64[fi + F.datagramsSent] as number, 0);
-        r.datagramsReceived += given(f64[fi + F.datagramsReceived] as number, 0);
-        r.retransmits += given(retransmits, 0);
-        if (!Number.isNaN(durationMs)) r.durationMs = durationMs;
+        rows.bytesSent[s]! += given(bytesSent, 0);
+        rows.bytesReceived[s]! += given(bytesReceived, 0);
+        rows.datagramsSent[s]! += given(f64[fi + F.datagramsSent] as number, 0);
+        rows.datagramsReceived[s]! += given(f64[fi + F.datagramsReceived] as number, 0);
+        rows.retransmits[s]! += given(retransmits, 0);
+        if (!Number.isNaN(durationMs)) rows.durationMs[s] = durationMs;
         break;
       case 'close':
         // lifetime totals
-        r.bytesSent = given(bytesSent, r.bytesSent);
-        r.bytesReceived = given(bytesReceived, r.bytesReceived);
-        r.retransmits = given(retransmits, r.retransmits);
-        if (!Number.isNaN(durationMs)) r.durationMs = durationMs;
-        r.closed = true;
+        rows.bytesSent[s] = given(bytesSent, rows.bytesSent[s]!);
+        rows.bytesReceived[s] = given(bytesReceived, rows.bytesReceived[s]!);
+        rows.retransmits[s] = given(retransmits, rows.retransmits[s]!);
+        if (!Number.isNaN(durationMs)) rows.durationMs[s] = durationMs;
+        rows.flags[s]! |= R_CLOSED;
         break;
       case 'connect_failed':
-        r.error = this.string(u32[ui + U.error] as number);
-        r.closed = true;
+        rows.error[s] = this.string(u32[ui + U.error] as number);
+        rows.flags[s]! |= R_CLOSED;
         break;
       case 'alert':
-        r.alertRule = this.string(u32[ui + U.rule] as number);
-        r.alertTime = t;
+        rows.alertRule[s] = this.string(u32[ui + U.rule] as number);
+        rows.alertTime[s] = t;
         break;
     }
-    this.dirty.add(r);
+    if (!(rows.flags[s]! & R_DIRTY)) {
+      rows.flags[s]! |= R_DIRTY;
+      if (this.nDirty === this.dirty.length) {
+        const more = new Int32Array(this.dirty.length * 2);
+        more.set(this.dirty);
+        this.dirty = more;
+      }
+      this.dirty[this.nDirty++] = s;
+    }
   }
 
   /** Writes the rows that changed, in one transaction. */
   private flush(): void {
-    if (this.dirty.size === 0) return;
-    const rows = [...this.dirty];
-    this.dirty.clear();
+    const n = this.nDirty;
+    if (n === 0) return;
+    const rows = this.rows;
+    const list = this.dirty;
+    this.nDirty = 0;
+    let written = 0;
     let lost = 0;
+    for (let i = 0; i < n; i++) {
+      const s = list[i] as number;
+      if (rows.flags[s]! & R_DIRTY) {
+        rows.flags[s]! &= ~R_DIRTY;
+        written++;
+      } else {
+        // forgotten since it changed (MAX_OPEN): counted as dropped then
+        list[i] = -1;
+      }
+    }
     // ids given inside the transaction: a rollback takes them back (SQLite gives them out again)
-    const inserted: Row[] = [];
-    const resolved: Row[] = [];
     const newWorkloads: number[] = [];
     try {
       this.db.transaction(() => {
-        for (const r of rows) {
-          if (r.workloadRow === undefined) {
-            const known = this.workloadRows.has(r.workload);
-            r.workloadRow = this.workloadRow(r.workload);
-            if (r.workloadRow === undefined) {
+        for (let i = 0; i < n; i++) {
+          const s = list[i] as number;
+          if (s < 0) continue;
+          if (Number.isNaN(rows.workloadRow[s])) {
+            const w = rows.workload[s] as number;
+            const known = this.workloadRows.has(w);
+            const row = this.workloadRow(w);
+            if (row === undefined) {
               // only after a failed write and then a reset of the sink's ids: its workload is unknown now
               lost++;
               continue;
             }
-            resolved.push(r);
-            if (!known) newWorkloads.push(r.workload);
+            rows.workloadRow[s] = row;
+            rows.flags[s]! |= R_RESOLVED_NOW;
+            if (!known) newWorkloads.push(w);
           }
-          if (r.id === undefined) {
-            r.id = Number(
+          const f = rows.flags[s] as number;
+          const duration = rows.durationMs[s] as number;
+          const alertTime = rows.alertTime[s] as number;
+          if (Number.isNaN(rows.id[s])) {
+            rows.id[s] = Number(
               this.insert.run(
-                this.o.run, r.connId, r.workloadRow, r.proto, r.direction, r.first, r.last, r.closed ? 1 : 0, r.existing ? 1 : 0, r.localIp,
-                r.localPort, r.remote, r.remotePort, r.remoteName, r.servicePort, r.remotePod, r.remoteNamespace, r.bytesSent, r.bytesReceived,
-                r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs, r.error, r.alertRule, r.alertTime,
+                this.o.run, rows.connId[s], rows.workloadRow[s], f & R_UDP ? 'udp' : 'tcp', f & R_INBOUND ? 'inbound' : 'outbound',
+                rows.first[s], rows.last[s], f & R_CLOSED ? 1 : 0, f & R_EXISTING ? 1 : 0, rows.localIp[s], rows.localPort[s], rows.remote[s],
+                rows.remotePort[s], rows.remoteName[s], rows.servicePort[s], rows.remotePod[s], rows.remoteNamespace[s], rows.bytesSent[s],
+                rows.bytesReceived[s], rows.datagramsSent[s], rows.datagramsReceived[s], rows.retransmits[s], Number.isNaN(duration) ? null : duration,
+                rows.error[s], rows.alertRule[s], Number.isNaN(alertTime) ? null : alertTime,
               ).lastInsertRowid,
             );
-            inserted.push(r);
+            rows.flags[s]! |= R_INSERTED_NOW;
           } else {
             this.update.run(
-              r.last, r.closed ? 1 : 0, r.bytesSent, r.bytesReceived, r.datagramsSent, r.datagramsReceived, r.retransmits, r.durationMs,
-              r.error, r.alertRule, r.alertTime, r.workloadRow, r.remoteName, r.id,
+              rows.last[s], f & R_CLOSED ? 1 : 0, rows.bytesSent[s], rows.bytesReceived[s], rows.datagramsSent[s], rows.datagramsReceived[s],
+              rows.retransmits[s], Number.isNaN(duration) ? null : duration, rows.error[s], rows.alertRule[s], Number.isNaN(alertTime) ? null : alertTime,
+              rows.workloadRow[s], rows.remoteName[s], rows.id[s],
             );
           }
         }
       })();
     } catch (e) {
-      for (const r of inserted) r.id = undefined;
-      for (const r of resolved) r.workloadRow = undefined;
+      for (let i = 0; i < n; i++) {
+        const s = list[i] as number;
+        if (s < 0) continue;
+        if (rows.flags[s]! & R_INSERTED_NOW) rows.id[s] = NaN;
+        if (rows.flags[s]! & R_RESOLVED_NOW) rows.workloadRow[s] = NaN;
+      }
       for (const id of newWorkloads) this.workloadRows.delete(id);
       this.counts.failed++;
-      this.counts.dropped += rows.length;
-      this.post({ type: 'warn', line: `flowlog ${this.o.path}: write failed (${(e as Error).message}); ${rows.length} rows not written` });
-      return;
+      this.counts.dropped += written;
+      this.post({ type: 'warn', line: `flowlog ${this.o.path}: write failed (${(e as Error).message}); ${written} rows not written` });
+      lost = 0;
     }
     this.counts.dropped += lost;
-    for (const r of rows) {
-      // a closed connection's row is final
-      if (r.closed && this.open.get(r.connId) === r && !this.dirty.has(r)) this.open.delete(r.connId);
+    for (let i = 0; i < n; i++) {
+      const s = list[i] as number;
+      if (s < 0) continue;
+      const f = rows.flags[s] as number;
+      rows.flags[s] = f & ~(R_INSERTED_NOW | R_RESOLVED_NOW);
+      // a closed connection's row is final (or, after a failed write, dropped and counted)
+      if (f & R_CLOSED && !(f & R_DIRTY) && this.open.get(rows.connId[s] as number) === s) {
+        this.open.delete(rows.connId[s] as number);
+        rows.release(s);
+      }
     }
+    for (const s of this.forgotten) rows.release(s);
+    this.forgotten.length = 0;
   }
 
   /**
@@ -412,8 +422,11 @@ export class FlowLogWriter {
       if (n === 0) break;
       // the oldest rows, as many as the excess is of the file, and a hundredth more
       const excess = Math.ceil(n * (1 - this.o.maxBytes / now) + n / 100);
-      // the oldest by when they began (the order of the time index)
-      deleted += this.db.prepare('DELETE FROM connections WHERE id IN (SELECT id FROM connections ORDER BY first_seen LIMIT ?)').run(excess).changes;
+      // the oldest by when they began, up to the time of the last of them (from the time index; a
+      // list of their ids would be a temporary table as large as the excess)
+      const until = this.db.prepare('SELECT first_seen AS t FROM connections ORDER BY first_seen LIMIT 1 OFFSET ?').get(Math.min(excess, n) - 1) as { t: number } | undefined;
+      if (until === undefined) break;
+      deleted += this.db.prepare('DELETE FROM connections WHERE first_seen <= ?').run(until.t).changes;
       this.deleteOrphans.run();
       this.db.pragma('incremental_vacuum');
       this.db.pragma('wal_checkpoint(TRUNCATE)');

@@ -93,6 +93,36 @@ describe('FlowLogSink', () => {
     assert.deepEqual(rows(path).map((x) => [x.conn_id, x.bytes_sent, x.closed]), [[1, 9, 1]]);
   });
 
+  test('past its bound of open connections the writer forgets the oldest: a row not written yet is dropped and counted, a written one stays as written', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, maxOpen: 100 }, log);
+    const connects = (from: number, n: number, t: number) => Array.from({ length: n }, (_, i) => sampleEvent('connect', { connId: from + i, ...at(t) }));
+    const ids = () => new Set(rows(path).map((x) => x.conn_id as number));
+    // 60 open connections, written
+    sink.write(connects(1, 60, 0));
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.equal(rows(path).length, 60);
+    // 130 more before the next write: the 60 written ones are forgotten, then the 30 oldest of these
+    sink.write(connects(1000, 130, 1));
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.deepEqual([sink.stats().openRows, sink.stats().dropped], [100, 30]);
+    let got = ids();
+    assert.equal(got.size, 160);
+    assert.ok([...Array(60).keys()].every((i) => got.has(1 + i)), 'rows written before they were forgotten stay');
+    assert.ok([...Array(30).keys()].every((i) => !got.has(1000 + i)), 'rows forgotten before their write are not written');
+    // closes free their slots, and new connections take them
+    sink.write(Array.from({ length: 30 }, (_, i) => sampleEvent('close', { connId: 1100 + i, ...at(2), bytesSent: 7, bytesReceived: 8 })));
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.equal(sink.stats().openRows, 70);
+    sink.write(connects(2000, 30, 3));
+    await sink.close();
+    assert.deepEqual([sink.stats().openRows, sink.stats().dropped], [100, 30]);
+    got = ids();
+    assert.equal(got.size, 190);
+    const closed = rows(path).filter((x) => x.closed === 1);
+    assert.deepEqual(closed.map((x) => [x.conn_id, x.bytes_sent, x.bytes_received]), Array.from({ length: 30 }, (_, i) => [1100 + i, 7, 8]));
+  });
+
   test('a writer that falls behind: past max_queue batches are dropped and counted, write() never waits, sent + dropped = written', async (ctx) => {
     const path = join(tempDir('convis-flowlog-'), 'flows.db');
     const lines: string[] = [];
