@@ -97,6 +97,34 @@ export class ByteWriter {
     this.pos = p;
   }
 
+  /** Forgets what was written after the first `length` bytes since the last take() or writeTo(). */
+  truncate(length: number): void {
+    this.pos = this.start + length;
+  }
+
+  /**
+   * A string as JSON.stringify writes it: quoted, and for a string of
+   * printable ASCII without quote or backslash (addresses, names) copied
+   * byte by byte, else through JSON.stringify.
+   */
+  jsonString(s: string): void {
+    const n = s.length;
+    this.ensure(n + 2);
+    const b = this.buf;
+    let p = this.pos;
+    b[p++] = 0x22;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) {
+        this.utf8(JSON.stringify(s));
+        return;
+      }
+      b[p++] = c;
+    }
+    b[p++] = 0x22;
+    this.pos = p;
+  }
+
   /** Any string, UTF-8 encoded. */
   utf8(s: string): void {
     this.ensure(s.length * 3);

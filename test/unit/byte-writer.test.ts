@@ -60,6 +60,19 @@ test('ascii, utf8 and bytes; growing from a tiny buffer keeps everything', () =>
   assert.equal(w.length, 0, 'take() starts over');
 });
 
+test('jsonString as JSON.stringify, plain and escaped; truncate forgets what came after a mark, across growth', () => {
+  const w = new ByteWriter(1);
+  const strings = ['10.0.0.1', 'fd00::2', '', 'a "quoted" name', 'back\\slash', 'tab\there', 'é€😀', '\u0001', '~'];
+  for (const s of strings) w.jsonString(s);
+  assert.equal(text(w), strings.map((s) => JSON.stringify(s)).join(''));
+  w.ascii('keep');
+  const mark = w.length;
+  for (let i = 0; i < 1000; i++) w.ascii('drop ');
+  w.truncate(mark);
+  w.ascii('!');
+  assert.equal(text(w), 'keep!');
+});
+
 test('take() hands out a copy: writing on does not change it', () => {
   const w = new ByteWriter(64);
   w.ascii('first');

@@ -13,6 +13,7 @@ import { ConfigError } from '../../src/config/errors.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
 import {
   NEW_RELIC_ATTRIBUTES,
+  NewRelicJson,
   NewRelicSink,
   parseNewRelicOptions,
   toNewRelicEvent,
@@ -71,6 +72,41 @@ async function withFake(o: { maxBytes?: number; key?: string }, fn: (fake: FakeN
     await fake.close();
   }
 }
+
+describe('NewRelicJson: the request body written straight from the events', () => {
+  test('the same bytes as JSON.stringify(toNewRelicEvent(e)) for every kind and every optional part', () => {
+    const container = { id: 'c'.repeat(64), name: 'web "1"', image: 'nginx:1.25', runtime: 'containerd' as const };
+    const pod = { name: 'web-0', namespace: 'shop', uid: '5c1e3b0a-7d2f-4e8a-9b6c-0d1e2f3a4b5c' };
+    const long = { ...proc, cmd: `${'x'.repeat(4095)}\u{1F600} tail`, cmdTruncated: true as const, comm: 'ü\n"q"' };
+    const events: ConnectionEvent[] = [
+      ...(['connect', 'accept', 'close', 'update', 'connect_failed', 'listen', 'unlisten', 'alert'] as const).map((k) => ev(k)),
+      ev('close', { direction: 'inbound', bytesSentDelta: undefined, bytesReceivedDelta: undefined }),
+      ev('update', udpUpdate),
+      ev('listen', { existing: true }),
+      ev('accept', { existing: true, bytesSent: 7000, bytesReceived: 8000 }),
+      ev('connect', { remote: { ip: 'fd00::2', port: 443, name: 'api.example.com' } }),
+      ev('connect', { process: null }),
+      ev('connect', { process: long }),
+      ev('connect', { container, pod, remotePod: { name: 'db-0', namespace: 'shop' } }),
+      ev('connect', { container: { ...container, name: null, image: null }, pod: { name: null, namespace: null, uid: pod.uid } }),
+      // the same process object with another container: its part is made again
+      ev('connect', { container }),
+      ev('connect', { container: null }),
+      ev('alert', { error: 'ECONNREFUSED', rule: 'no "egress"', trigger: 'connect_failed' }),
+      ev('close', { durationMs: Number.NaN }),
+    ];
+    const json = new NewRelicJson();
+    for (const e of events) assert.equal(json.of(e), JSON.stringify(toNewRelicEvent(e)), `${e.event} ${JSON.stringify(e).slice(0, 200)}`);
+    // a request body: the events in an array; one that cannot be written is left out and counted
+    const bad = { ...ev('connect'), local: undefined } as unknown as ConnectionEvent;
+    let failed = 0;
+    const body = json.body([ev('connect', { connId: 1 }), bad, ev('close', { connId: 3 })], () => failed++);
+    assert.equal(failed, 1);
+    assert.equal(body.toString('utf8'), JSON.stringify([toNewRelicEvent(ev('connect', { connId: 1 })), toNewRelicEvent(ev('close', { connId: 3 }))]));
+    // a long command line is cut at the limit, before a split surrogate pair
+    assert.equal((JSON.parse(json.of(ev('connect', { process: long }))) as Record<string, string>)['process.cmd']!.length, 4095);
+  });
+});
 
 describe('toNewRelicEvent', () => {
   test('connect (outbound): every attribute, flat, local side is the source', () => {
