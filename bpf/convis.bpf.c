@@ -1189,7 +1189,8 @@ static long sweep_tcp(struct bpf_map *map, __u64 *keyp, struct sock_info *si, vo
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	if (!ds && !dr) {
+	/* a retransmit mark moved alone is reported too: the close only takes what is above it */
+	if (!ds && !dr && !dt) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
