@@ -18,8 +18,10 @@
  *                                     every few seconds)
  * Its RSS (VmRSS) and CPU time are sampled every 5 s. Prometheus is stopped
  * for the middle fifth of the run (2 minutes of 10) and started again on
- * the same port and data. After the workload it waits until the totals in
- * /metrics stop moving, reads them, SIGTERMs the agent (which sends its last
+ * the same port and data. After the workload it waits until every socket
+ * of the port has closed (a FIN lost to a full loopback backlog is sent
+ * again only after a timeout, so a close may come seconds late) and the
+ * totals in /metrics stop moving, reads them, SIGTERMs the agent (which sends its last
  * remote write and New Relic batch on the way out), and checks:
  *   - 0 events lost (the agent's summary line);
  *   - the highest RSS in the second half of the run is at most 5 MiB above
@@ -43,7 +45,7 @@
  * a check fails.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -136,6 +138,27 @@ async function queueDepths(metricsPort: number): Promise<string> {
   } catch (e) {
     return `unknown (${(e as Error).message})`;
   }
+}
+
+/**
+ * TCP sockets on the port that have not closed yet, from the kernel's socket
+ * diagnostics (ss): every state but TIME_WAIT (whose close was reported when
+ * it began) and the listener. A close can come seconds after churn counted
+ * its exchange: a FIN lost to a full loopback backlog is sent again only
+ * after a retransmission timeout, which backs off.
+ */
+function openOnPort(port: number): number {
+  const states = ['established', 'syn-sent', 'syn-recv', 'fin-wait-1', 'fin-wait-2', 'close-wait', 'last-ack', 'closing'].flatMap((st) => ['state', st]);
+  const out = execFileSync('ss', ['-tnH', ...states, `( sport = :${port} or dport = :${port} )`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return out.split('\n').filter((l) => l.trim() !== '').length;
+}
+
+/** TCP segments retransmitted on this machine so far (/proc/net/snmp). */
+function retransSegs(): number {
+  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const names = (lines[0] ?? '').split(/\s+/);
+  const values = (lines[1] ?? '').split(/\s+/);
+  return Number(values[names.indexOf('RetransSegs')]);
 }
 
 async function metricsTotals(metricsPort: number, port: number): Promise<Totals> {
@@ -278,6 +301,8 @@ async function main(): Promise<void> {
   let peakKiB = NaN;
   const outage = { down: NaN, up: NaN };
   let settleSeconds = NaN;
+  let retransmitted = NaN;
+  let openAtEnd = NaN;
   try {
     agent = new Agent(convisSpec(opts.agent, sinks), '/dev/null', { ...process.env, CONVIS_NEWRELIC_KEY: NR_KEY });
     await agent.waitReady();
@@ -285,6 +310,7 @@ async function main(): Promise<void> {
     const cpu0 = cpuMs(pid);
     const t0 = Date.now();
     const elapsed = () => (Date.now() - t0) / 1000;
+    const retrans0 = retransSegs();
     const churnDone = runChurn(opts.rate, seconds, port);
     let churnEnded = false;
     void churnDone.finally(() => (churnEnded = true)).catch(() => undefined);
@@ -333,9 +359,12 @@ async function main(): Promise<void> {
       await prom.restart();
       outage.up = elapsed();
     }
-    process.stdout.write(`${mmss(elapsed())} churn done: ${int(churn.connections)} connections (${int(churn.rate)}/s), ${int(churn.failed)} failed; waiting for the totals in /metrics to settle\n`);
+    process.stdout.write(`${mmss(elapsed())} churn done: ${int(churn.connections)} connections (${int(churn.rate)}/s), ${int(churn.failed)} failed; waiting for the port's sockets to close and the totals in /metrics to settle\n`);
 
-    // delivery: the totals for the port stop moving
+    retransmitted = retransSegs() - retrans0;
+    openAtEnd = openOnPort(port);
+
+    // delivery: every socket of the port has closed, and then the totals for the port stop moving
     const settleStart = Date.now();
     let last = await metricsTotals(metricsPort, port);
     let stableSince = Date.now();
@@ -345,7 +374,7 @@ async function main(): Promise<void> {
       samples.push({ t: elapsed(), rssKiB: rssKiB(p), cpuMs: cpuMs(p) - cpu0 });
       const now = await metricsTotals(metricsPort, port);
       if (TOTAL_KEYS.every((k) => now[k] === last[k])) {
-        if (Date.now() - stableSince >= 3000) break;
+        if (Date.now() - stableSince >= 3000 && openOnPort(port) === 0) break;
       } else {
         last = now;
         stableSince = Date.now();
@@ -436,7 +465,9 @@ async function main(): Promise<void> {
     ['agent RSS, highest sample after the workload, MiB', fixed(afterChurn / 1024, 1)],
     ['agent peak RSS (VmHWM), MiB', fixed(peakKiB / 1024, 1)],
     ['events lost', int(summary!.lost)],
-    ['seconds for /metrics to settle after the workload', fixed(settleSeconds, 0)],
+    ['TCP segments retransmitted on the machine during the workload', int(retransmitted)],
+    ['sockets of the port not closed yet when the workload ended', int(openAtEnd)],
+    ['seconds for them to close and /metrics to settle', fixed(settleSeconds, 0)],
     ['Prometheus down (from - to)', `${mmss(outage.down)} - ${mmss(outage.up)}`],
     ['New Relic events received (all)', int(nr.events)],
     ...Object.entries(sinkStats).map(([name, s]) => [`sink ${name}: sent / dropped / failed`, `${int(s.sent ?? NaN)} / ${int(s.dropped ?? NaN)} / ${int(s.failed ?? 0)}`]),
@@ -461,6 +492,8 @@ async function main(): Promise<void> {
         samples,
         outage,
         settleSeconds,
+        retransmitted,
+        openAtEnd,
         expected,
         metrics,
         prometheus: promTotals,
