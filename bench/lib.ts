@@ -151,8 +151,8 @@ export interface ChurnResult {
   rate: number;
 }
 
-export async function runChurn(rate: number, seconds: number, port = 0): Promise<ChurnResult> {
-  const args = ['--clients', String(CLIENTS), '--servers', String(SERVERS), '--seconds', String(seconds), '--rate', String(rate), '--port', String(port)];
+export async function runChurn(rate: number, seconds: number, port = 0, threads = { clients: CLIENTS, servers: SERVERS }): Promise<ChurnResult> {
+  const args = ['--clients', String(threads.clients), '--servers', String(threads.servers), '--seconds', String(seconds), '--rate', String(rate), '--port', String(port)];
   const { child, closed } = start(CHURN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
