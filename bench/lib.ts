@@ -218,7 +218,7 @@ export function rssParts(pid: number): { anonKiB: number; fileKiB: number; ringK
 }
 
 /** A counter of the Tcp: lines of /proc/net/snmp (this network namespace). */
-export function tcpCounter(name: 'ActiveOpens' | 'PassiveOpens'): number {
+export function tcpCounter(name: 'ActiveOpens' | 'PassiveOpens' | 'RetransSegs'): number {
   const [names, values] = readFileSync('/proc/net/snmp', 'utf8')
     .split('\n')
     .filter((l) => l.startsWith('Tcp:'))

@@ -45,13 +45,13 @@
  * a check fails.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FakeNewRelic, type NrEvent } from '../test/helpers/newrelic-server.js';
 import { startPrometheus, type Prometheus, type VectorSample } from '../test/helpers/prometheus.js';
-import { Agent, buildChurn, CLIENTS, convisSpec, cpuMs, freePort, metricSum, peakRssKiB, ROOT, rssKiB, runChurn, SERVERS, type ChurnResult, type Summary } from './lib.js';
+import { Agent, buildChurn, CLIENTS, convisSpec, cpuMs, freePort, metricSum, peakRssKiB, ROOT, rssKiB, runChurn, SERVERS, tcpCounter, type ChurnResult, type Summary } from './lib.js';
 
 const RESULTS = join(ROOT, 'build', 'soak-results.json');
 const SAMPLE_MS = 5000;
@@ -151,14 +151,6 @@ function openOnPort(port: number): number {
   const states = ['established', 'syn-sent', 'syn-recv', 'fin-wait-1', 'fin-wait-2', 'close-wait', 'last-ack', 'closing'].flatMap((st) => ['state', st]);
   const out = execFileSync('ss', ['-tnH', ...states, `( sport = :${port} or dport = :${port} )`], { encoding: 'utf8', maxBuffer: 64 << 20 });
   return out.split('\n').filter((l) => l.trim() !== '').length;
-}
-
-/** TCP segments retransmitted on this machine so far (/proc/net/snmp). */
-function retransSegs(): number {
-  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
-  const names = (lines[0] ?? '').split(/\s+/);
-  const values = (lines[1] ?? '').split(/\s+/);
-  return Number(values[names.indexOf('RetransSegs')]);
 }
 
 async function metricsTotals(metricsPort: number, port: number): Promise<Totals> {
@@ -310,7 +302,7 @@ async function main(): Promise<void> {
     const cpu0 = cpuMs(pid);
     const t0 = Date.now();
     const elapsed = () => (Date.now() - t0) / 1000;
-    const retrans0 = retransSegs();
+    const retrans0 = tcpCounter('RetransSegs');
     const churnDone = runChurn(opts.rate, seconds, port);
     let churnEnded = false;
     void churnDone.finally(() => (churnEnded = true)).catch(() => undefined);
@@ -361,7 +353,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(`${mmss(elapsed())} churn done: ${int(churn.connections)} connections (${int(churn.rate)}/s), ${int(churn.failed)} failed; waiting for the port's sockets to close and the totals in /metrics to settle\n`);
 
-    retransmitted = retransSegs() - retrans0;
+    retransmitted = tcpCounter('RetransSegs') - retrans0;
     openAtEnd = openOnPort(port);
 
     // delivery: every socket of the port has closed, and then the totals for the port stop moving
