@@ -10,7 +10,7 @@
  * changed). Per event it only writes numbers and IP addresses.
  */
 import type { ConnectionEvent, ContainerDetails, PodDetails, ProcessDetails, RemotePod } from '../metadata/event.js';
-import type { ByteWriter } from '../util/byte-writer.js';
+import { utf8, type ByteWriter } from '../util/byte-writer.js';
 import { rfc3339 } from '../util/time.js';
 import { PerProcess } from '../metadata/per-process.js';
 import { Fragments, SecondHead } from './line-parts.js';
@@ -78,7 +78,6 @@ export function toJsonObject(e: ConnectionEvent): Record<string, unknown> {
   return o;
 }
 
-const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const NULL = utf8('null');
 
 // fixed fragments, named after the key they end in

@@ -60,7 +60,7 @@ import { ConfigError } from '../config/errors.js';
 import { readCredentialFile } from '../config/secrets.js';
 import type { ConnectionEvent } from '../metadata/event.js';
 import { PerProcess } from '../metadata/per-process.js';
-import { ByteWriter } from '../util/byte-writer.js';
+import { ByteWriter, utf8 } from '../util/byte-writer.js';
 import { Fragments } from './line-parts.js';
 import type { Logger } from '../util/log.js';
 import { HttpDelivery } from './delivery.js';
@@ -341,7 +341,6 @@ function workloadJson(e: ConnectionEvent): string {
   return out;
 }
 
-const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const HEAD = utf8(`{"eventType":"${NEW_RELIC_EVENT_TYPE}","timestamp":`);
 const SOURCE_IP = utf8(',"source.ip":');
 const SOURCE_PORT = utf8(',"source.port":');

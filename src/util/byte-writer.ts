@@ -3,6 +3,9 @@
  * hot path of line-oriented sinks, where making, flattening and encoding one
  * string per event cost more than the rest of the pipeline.
  */
+/** A string's UTF-8 bytes: the fixed fragments line writers copy with bytes(). */
+export const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
+
 /** "00", "01", ... "99" as ASCII bytes */
 const PAIRS = new Uint8Array(200);
 for (let i = 0; i < 100; i++) {
