@@ -28,8 +28,8 @@ const MAX_OPEN = 524_288;
 /** changed rows that make a write happen before the second is up (bounds memory under a burst) */
 const MAX_DIRTY = 50_000;
 
-/** An optional packed number: NaN stands for absent. */
-const given = (x: number, otherwise: number): number => (Number.isNaN(x) ? otherwise : x);
+/** An optional number (packed, or a row's): NaN stands for absent. */
+const given = <T>(x: number, otherwise: T): number | T => (Number.isNaN(x) ? otherwise : x);
 
 export class FlowLogWriter {
   private readonly db: DB;
@@ -341,15 +341,15 @@ export class FlowLogWriter {
                 this.o.run, rows.connId[s], rows.workloadRow[s], f & R_UDP ? 'udp' : 'tcp', f & R_INBOUND ? 'inbound' : 'outbound',
                 rows.first[s], rows.last[s], f & R_CLOSED ? 1 : 0, f & R_EXISTING ? 1 : 0, rows.localIp[s], rows.localPort[s], rows.remote[s],
                 rows.remotePort[s], rows.remoteName[s], rows.servicePort[s], rows.remotePod[s], rows.remoteNamespace[s], rows.bytesSent[s],
-                rows.bytesReceived[s], rows.datagramsSent[s], rows.datagramsReceived[s], rows.retransmits[s], Number.isNaN(duration) ? null : duration,
-                rows.error[s], rows.alertRule[s], Number.isNaN(alertTime) ? null : alertTime,
+                rows.bytesReceived[s], rows.datagramsSent[s], rows.datagramsReceived[s], rows.retransmits[s], given(duration, null),
+                rows.error[s], rows.alertRule[s], given(alertTime, null),
               ).lastInsertRowid,
             );
             rows.flags[s]! |= R_INSERTED_NOW;
           } else {
             this.update.run(
               rows.last[s], f & R_CLOSED ? 1 : 0, rows.bytesSent[s], rows.bytesReceived[s], rows.datagramsSent[s], rows.datagramsReceived[s],
-              rows.retransmits[s], Number.isNaN(duration) ? null : duration, rows.error[s], rows.alertRule[s], Number.isNaN(alertTime) ? null : alertTime,
+              rows.retransmits[s], given(duration, null), rows.error[s], rows.alertRule[s], given(alertTime, null),
               rows.workloadRow[s], rows.remoteName[s], rows.id[s],
             );
           }
