@@ -25,6 +25,12 @@ export const R_INSERTED_NOW = 64;
 export const R_RESOLVED_NOW = 128;
 
 const INITIAL = 1024;
+
+/** `bigger` holding what `a` held. */
+function widened<A extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(a: A, bigger: A): A {
+  bigger.set(a);
+  return bigger;
+}
 const NO_ADDRESS = Buffer.alloc(16);
 
 export class Rows {
@@ -98,37 +104,23 @@ export class Rows {
   }
 
   private grow(cap: number): void {
-    const f64 = (a: Float64Array) => {
-      const b = new Float64Array(cap);
-      b.set(a);
-      return b;
-    };
-    const u16 = (a: Uint16Array) => {
-      const b = new Uint16Array(cap);
-      b.set(a);
-      return b;
-    };
-    this.id = f64(this.id);
-    this.connId = f64(this.connId);
-    const workload = new Uint32Array(cap);
-    workload.set(this.workload);
-    this.workload = workload;
-    this.workloadRow = f64(this.workloadRow);
-    const flags = new Uint8Array(cap);
-    flags.set(this.flags);
-    this.flags = flags;
-    this.first = f64(this.first);
-    this.last = f64(this.last);
-    this.localPort = u16(this.localPort);
-    this.remotePort = u16(this.remotePort);
-    this.servicePort = u16(this.servicePort);
-    this.bytesSent = f64(this.bytesSent);
-    this.bytesReceived = f64(this.bytesReceived);
-    this.datagramsSent = f64(this.datagramsSent);
-    this.datagramsReceived = f64(this.datagramsReceived);
-    this.retransmits = f64(this.retransmits);
-    this.durationMs = f64(this.durationMs);
-    this.alertTime = f64(this.alertTime);
+    this.id = widened(this.id, new Float64Array(cap));
+    this.connId = widened(this.connId, new Float64Array(cap));
+    this.workload = widened(this.workload, new Uint32Array(cap));
+    this.workloadRow = widened(this.workloadRow, new Float64Array(cap));
+    this.flags = widened(this.flags, new Uint8Array(cap));
+    this.first = widened(this.first, new Float64Array(cap));
+    this.last = widened(this.last, new Float64Array(cap));
+    this.localPort = widened(this.localPort, new Uint16Array(cap));
+    this.remotePort = widened(this.remotePort, new Uint16Array(cap));
+    this.servicePort = widened(this.servicePort, new Uint16Array(cap));
+    this.bytesSent = widened(this.bytesSent, new Float64Array(cap));
+    this.bytesReceived = widened(this.bytesReceived, new Float64Array(cap));
+    this.datagramsSent = widened(this.datagramsSent, new Float64Array(cap));
+    this.datagramsReceived = widened(this.datagramsReceived, new Float64Array(cap));
+    this.retransmits = widened(this.retransmits, new Float64Array(cap));
+    this.durationMs = widened(this.durationMs, new Float64Array(cap));
+    this.alertTime = widened(this.alertTime, new Float64Array(cap));
     for (let s = this.cap; s < cap; s++) {
       this.localIp.push('');
       this.remote.push(NO_ADDRESS);
