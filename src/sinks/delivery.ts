@@ -75,6 +75,19 @@ export interface DeliveryOptions<T> {
   secrets?: readonly (string | undefined)[];
   /** what one item counts for in sent and dropped (default 1) */
   units?: (item: T) => number;
+  /**
+   * Called once for every item when it leaves for good: sent, dropped
+   * (overflow, refused, given up at close) or split. A sink that keeps its
+   * items in reused memory takes it back here.
+   */
+  release?: (item: T) => void;
+  /**
+   * One item too large alone (over maxBodyBytes, or a 413): the sink may
+   * cut it into smaller items, in order, that together hold what it held
+   * (the item itself is then released). Without it, or when it returns
+   * fewer than two, the item is dropped as refused.
+   */
+  splitItem?: (item: T) => T[] | undefined;
   /** singular nouns for log lines: of a unit ("sample", "event") and of a queued item ("request", "event") */
   unitNoun: string;
   itemNoun: string;
@@ -334,7 +347,7 @@ export class HttpDelivery<T> {
   pushAll(items: readonly T[]): void {
     if (items.length === 0) return;
     if (this.closed) {
-      for (const item of items) this.dropped += this.units(item);
+      for (const item of items) this.gone(item);
       return;
     }
     for (const item of items) this.queue.push(item);
@@ -393,11 +406,17 @@ export class HttpDelivery<T> {
     } finally {
       clearTimeout(deadline);
     }
-    for (const item of this.queue.take(this.queue.length)) this.dropped += this.units(item);
+    for (const item of this.queue.take(this.queue.length)) this.gone(item);
     if (this.shutdown.signal.aborted) {
       this.warn(`gave up at exit after ${this.closeTimeoutMs / 1000} s; ${count(this.dropped - droppedBefore, this.o.unitNoun)} not delivered`);
     }
     this.agent.destroy();
+  }
+
+  /** An item that will never be delivered: counted as dropped, and released. */
+  private gone(item: T): void {
+    this.dropped += this.units(item);
+    this.o.release?.(item);
   }
 
   /** Drops the oldest items while the queue is over its bound and they may go. */
@@ -410,7 +429,7 @@ export class HttpDelivery<T> {
       const oldest = this.queue.peek() as T;
       if (this.o.mayDrop && !this.o.mayDrop(oldest, newest)) break;
       this.queue.drop(1);
-      this.dropped += this.units(oldest);
+      this.gone(oldest);
       over--;
       gone++;
     }
@@ -452,7 +471,7 @@ export class HttpDelivery<T> {
         await this.attempt(items);
       } catch (e) {
         // a bug, not a delivery failure: count it and go on
-        for (const item of items) this.dropped += this.units(item);
+        for (const item of items) this.gone(item);
         if (!this.bugLogged) {
           this.bugLogged = true;
           this.warn(`internal error (${(e as Error)?.message ?? String(e)}); request dropped`);
@@ -501,7 +520,7 @@ export class HttpDelivery<T> {
     }
     switch (answer.kind) {
       case 'aborted':
-        for (const item of items) this.dropped += this.units(item);
+        for (const item of items) this.gone(item);
         return;
       case 'timeout':
         this.retry(items, 'net:timeout', `no answer within ${this.requestTimeoutMs / 1000} s`, undefined);
@@ -523,10 +542,9 @@ export class HttpDelivery<T> {
           this.delivered(items);
           return;
         }
-        if (status === 413 && items.length > 1) {
+        if (status === 413 && this.split(items)) {
           // an answer, so the endpoint is up: no backoff for the halves
           this.resetBackoff();
-          this.split(items);
           return;
         }
         let quoted = answer.body.replace(/\s+/g, ' ').trim();
@@ -545,7 +563,10 @@ export class HttpDelivery<T> {
 
   private delivered(items: readonly T[]): void {
     this.failingSinceMs = undefined;
-    for (const item of items) this.sent += this.units(item);
+    for (const item of items) {
+      this.sent += this.units(item);
+      this.o.release?.(item);
+    }
     this.resetBackoff();
     this.splitDone(items.length);
     if (this.failures.size === 0) return;
@@ -563,7 +584,7 @@ export class HttpDelivery<T> {
     this.resetBackoff();
     this.splitDone(items.length);
     this.failing(key, `${what}; request dropped, not retried`);
-    for (const item of items) this.dropped += this.units(item);
+    for (const item of items) this.gone(item);
   }
 
   /** A failure that may pass: the items go back to the head of the queue, and the delivery waits. */
@@ -607,8 +628,15 @@ export class HttpDelivery<T> {
     this.lastGapMs = 0;
   }
 
-  /** Halves a request that is too large; false when it is one item already. */
+  /** Halves a request that is too large; false when it is one item the sink cannot cut. */
   private split(items: readonly T[]): boolean {
+    if (items.length === 1) {
+      const item = items[0] as T;
+      const parts = this.o.splitItem?.(item);
+      if (parts === undefined || parts.length < 2) return false;
+      this.o.release?.(item);
+      items = parts;
+    }
     if (items.length <= 1) return false;
     this.queue.putBack(items);
     this.splitLimit = Math.ceil(items.length / 2);

@@ -100,6 +100,11 @@ export class ByteWriter {
     this.pos = p;
   }
 
+  /** The bytes written since the last take() or writeTo(), in place: valid until the next write. */
+  view(): Buffer {
+    return this.buf.subarray(this.start, this.pos);
+  }
+
   /** Forgets what was written after the first `length` bytes since the last take() or writeTo(). */
   truncate(length: number): void {
     this.pos = this.start + length;

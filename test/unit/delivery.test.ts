@@ -345,6 +345,77 @@ describe('HttpDelivery against a local server', { timeout: 60_000 }, () => {
     });
   });
 
+  test('release(): once for every item, whether sent, dropped by overflow, refused, given up at close or pushed after close', async () => {
+    await withServer(async (server) => {
+      let letGo!: () => void;
+      const held = new Promise<void>((r) => (letGo = r));
+      server.reply = async (a, n) => {
+        if (n === 1) await held;
+        return ids(a).includes(400) ? { status: 400 } : { status: 200 };
+      };
+      const released: number[] = [];
+      const d = delivery(server, rawLog(), { maxQueueItems: 2, release: (item) => released.push(item) });
+      d.push(1); // in flight, held
+      await until('in flight', () => server.arrivals.length === 1);
+      d.pushAll([2, 3, 4]); // 2 goes
+      d.push(400); // 3 goes
+      assert.deepEqual(released, [2, 3]);
+      letGo();
+      await until('drained', () => d.stats().queueDepth === 0);
+      await d.close();
+      d.push(5);
+      assert.deepEqual(d.stats(), { sent: 2, dropped: 4, failed: 1, queueDepth: 0, retries: 0 });
+      assert.deepEqual([...released].sort((x, y) => x - y), [1, 2, 3, 4, 5, 400]);
+
+      server.reply = () => ({ status: 503 });
+      const gone: number[] = [];
+      const b = delivery(server, rawLog(), { closeTimeoutMs: 200, release: (item) => gone.push(item) });
+      b.pushAll([6, 7]);
+      await b.close();
+      assert.deepEqual(gone, [6, 7]);
+      assert.equal(b.stats().dropped, 2);
+    });
+  });
+
+  test('splitItem(): one item too large alone is cut by the sink, its parts sent in order; without it the item is refused', async () => {
+    await withServer(async (server) => {
+      // 1200 stands for the pair 12, 13 (two units); the endpoint refuses any value of 1000 or more as too large
+      server.reply = (a) => (ids(a).some((x) => x >= 1000) ? { status: 413 } : { status: 200 });
+      const released: number[] = [];
+      const opts = {
+        maxItemsPerRequest: 3,
+        units: (x: number) => (x >= 1000 ? 2 : 1),
+        release: (x: number) => released.push(x),
+        splitItem: (x: number) => (x >= 1000 ? [Math.floor(x / 100), Math.floor(x / 100) + 1] : undefined),
+      };
+      const d = delivery(server, rawLog(), opts);
+      d.pushAll([11, 1200, 14]);
+      await until('all answered', () => d.stats().queueDepth === 0);
+      const accepted = server.arrivals.filter((a) => !ids(a).some((x) => x >= 1000)).flatMap(ids);
+      assert.deepEqual(accepted, [11, 12, 13, 14]);
+      assert.deepEqual(d.stats(), { sent: 4, dropped: 0, failed: 0, queueDepth: 0, retries: 0 });
+      assert.deepEqual([...released].sort((x, y) => x - y), [11, 12, 13, 14, 1200], 'the cut item once, and its parts');
+      await d.close();
+
+      // over maxBodyBytes before sending: the same cut, without asking the endpoint
+      const arrivedBefore = server.arrivals.length;
+      const e = delivery(server, rawLog(), { ...opts, maxBodyBytes: 5 });
+      e.push(1200);
+      e.flush();
+      await until('answered', () => e.stats().queueDepth === 0);
+      assert.deepEqual(server.arrivals.slice(arrivedBefore).map(ids), [[12], [13]]);
+      await e.close();
+
+      const log = rawLog();
+      const f = delivery(server, log, { units: opts.units });
+      f.push(1200);
+      f.flush();
+      await until('answered', () => f.stats().queueDepth === 0);
+      assert.deepEqual(f.stats(), { sent: 0, dropped: 2, failed: 1, queueDepth: 0, retries: 0 });
+      await f.close();
+    });
+  });
+
   test('close(): tries at once during a backoff, gives up at its deadline, counts the rest; later items count as dropped', async () => {
     await withServer(async (server) => {
       server.reply = (_a, n) => (n === 1 ? { status: 503 } : { status: 200 });

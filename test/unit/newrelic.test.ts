@@ -12,11 +12,14 @@ import { describe, test } from 'node:test';
 import { ConfigError } from '../../src/config/errors.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
 import {
+  CHUNK_BUFFER_BYTES,
+  EventChunks,
   NEW_RELIC_ATTRIBUTES,
   NewRelicJson,
   NewRelicSink,
   parseNewRelicOptions,
   toNewRelicEvent,
+  type EventChunk,
   type NewRelicOptions,
 } from '../../src/sinks/newrelic.js';
 import { createLogger, type Logger } from '../../src/util/log.js';
@@ -97,14 +100,112 @@ describe('NewRelicJson: the request body written straight from the events', () =
     ];
     const json = new NewRelicJson();
     for (const e of events) assert.equal(json.of(e), JSON.stringify(toNewRelicEvent(e)), `${e.event} ${JSON.stringify(e).slice(0, 200)}`);
-    // a request body: the events in an array; one that cannot be written is left out and counted
-    const bad = { ...ev('connect'), local: undefined } as unknown as ConnectionEvent;
-    let failed = 0;
-    const body = json.body([ev('connect', { connId: 1 }), bad, ev('close', { connId: 3 })], () => failed++);
-    assert.equal(failed, 1);
-    assert.equal(body.toString('utf8'), JSON.stringify([toNewRelicEvent(ev('connect', { connId: 1 })), toNewRelicEvent(ev('close', { connId: 3 }))]));
     // a long command line is cut at the limit, before a split surrogate pair
     assert.equal((JSON.parse(json.of(ev('connect', { process: long }))) as Record<string, string>)['process.cmd']!.length, 4095);
+  });
+});
+
+describe('EventChunks: what waits for the Event API is bytes, in reused buffers', () => {
+  const text = (c: EventChunk): string => c.buf.toString('utf8', 0, c.length);
+  /** the chunk's events, read back through the ends it records */
+  const eventsOf = (c: EventChunk): unknown[] => c.ends.map((end, i) => JSON.parse(text(c).slice(i === 0 ? 0 : (c.ends[i - 1] as number) + 1, end)) as unknown);
+  const nr = (e: ConnectionEvent): unknown => JSON.parse(JSON.stringify(toNewRelicEvent(e)));
+  const noFailure = (): void => assert.fail('no event should fail');
+
+  test('a chunk holds at most maxEvents events and maxBytes bytes, commas between, and knows where each event ends', () => {
+    const one = Buffer.byteLength(new NewRelicJson().of(ev('connect', { connId: 10 })));
+    const out: EventChunk[] = [];
+    // room for three events and their two commas, not for a fourth
+    const chunks = new EventChunks((c) => out.push(c), 4, one * 3 + 2, 10);
+    const events = range(10, 10).map((connId) => ev('connect', { connId }));
+    for (const e of events) chunks.add(e, noFailure);
+    assert.deepEqual(out.map((c) => c.ends.length), [3, 3, 3]);
+    assert.equal(chunks.events, 10, 'nine in chunks, one in the open one');
+    chunks.flush();
+    assert.deepEqual(out.map((c) => c.ends.length), [3, 3, 3, 1]);
+    for (const c of out) assert.deepEqual(JSON.parse(`[${text(c)}]`), eventsOf(c), 'the same events either way');
+    assert.deepEqual(out.flatMap(eventsOf), events.map(nr));
+    // bytes to spare: the event bound
+    const byCount: EventChunk[] = [];
+    const wide = new EventChunks((c) => byCount.push(c), 4, CHUNK_BUFFER_BYTES, 10);
+    for (const e of events) wide.add(e, noFailure);
+    wide.flush();
+    assert.deepEqual(byCount.map((c) => c.ends.length), [4, 4, 2]);
+    assert.deepEqual(byCount.flatMap(eventsOf), events.map(nr));
+  });
+
+  test('an event bigger than a chunk goes alone, in a buffer of its own that is not reused', () => {
+    const out: EventChunk[] = [];
+    const chunks = new EventChunks((c) => out.push(c), 100, 4000, 10);
+    // three attributes of 4096 control characters, each written as six bytes: over 64 KiB
+    const fat = '\u0001'.repeat(5000);
+    const big = ev('connect', { connId: 2, process: { ...proc, cmd: fat, exe: fat, comm: fat } });
+    const medium = ev('connect', { connId: 4, process: { ...proc, cmd: 'x'.repeat(5000) } });
+    for (const e of [ev('connect', { connId: 1 }), big, ev('connect', { connId: 3 }), medium, ev('connect', { connId: 5 })]) chunks.add(e, noFailure);
+    chunks.flush();
+    assert.deepEqual(out.map((c) => c.ends.map((_, i) => (eventsOf(c)[i] as Record<string, number>)['conn.id'])), [[1], [2], [3], [4], [5]]);
+    const bigChunk = out[1] as EventChunk;
+    assert.ok(bigChunk.length > CHUNK_BUFFER_BYTES, `${bigChunk.length} bytes`);
+    assert.equal(bigChunk.pooled, false);
+    assert.deepEqual(eventsOf(bigChunk), [nr(big)]);
+    assert.equal((out[3] as EventChunk).pooled, true, 'over maxBytes, but it fits a usual buffer');
+    for (const c of out) chunks.release(c);
+    assert.equal(chunks.pooled, 4, 'every buffer but the big one');
+    assert.equal(chunks.events, 0);
+  });
+
+  test('an event that cannot be written leaves nothing behind, not even its comma, and is counted', () => {
+    const out: EventChunk[] = [];
+    const chunks = new EventChunks((c) => out.push(c), 100, CHUNK_BUFFER_BYTES, 10);
+    const bad = { ...ev('connect'), local: undefined } as unknown as ConnectionEvent;
+    let failed = 0;
+    for (const e of [ev('connect', { connId: 1 }), bad, ev('close', { connId: 3 }), bad]) chunks.add(e, () => failed++);
+    chunks.flush();
+    assert.equal(failed, 2);
+    assert.equal(out.length, 1);
+    assert.equal(`[${text(out[0] as EventChunk)}]`, JSON.stringify([toNewRelicEvent(ev('connect', { connId: 1 })), toNewRelicEvent(ev('close', { connId: 3 }))]));
+    // the first event of a chunk failing: nothing at all
+    chunks.add(bad, () => failed++);
+    chunks.flush();
+    assert.equal(out.length, 1);
+    assert.equal(chunks.events, 2);
+  });
+
+  test('released buffers are reused (at most maxPooled kept); a second release does nothing', () => {
+    const out: EventChunk[] = [];
+    const chunks = new EventChunks((c) => out.push(c), 1, CHUNK_BUFFER_BYTES, 2);
+    for (const connId of [1, 2, 3]) chunks.add(ev('connect', { connId }), noFailure);
+    assert.equal(chunks.events, 3);
+    for (const c of out) chunks.release(c);
+    chunks.release(out[0] as EventChunk);
+    assert.equal(chunks.pooled, 2);
+    assert.equal(chunks.events, 0, 'each chunk counted out once');
+    const kept = new Set(out.map((c) => c.buf));
+    chunks.add(ev('close', { connId: 4 }), noFailure);
+    const next = out[3] as EventChunk;
+    assert.ok(kept.has(next.buf), 'a released buffer');
+    assert.equal(chunks.pooled, 1);
+    assert.deepEqual(eventsOf(next), [nr(ev('close', { connId: 4 }))], 'only the new bytes count');
+  });
+
+  test('halve(): two chunks of their own with half the events each; a chunk of one event is not cut', () => {
+    const out: EventChunk[] = [];
+    const chunks = new EventChunks((c) => out.push(c), 100, CHUNK_BUFFER_BYTES, 10);
+    const events = range(1, 5).map((connId) => ev('connect', { connId }));
+    for (const e of events) chunks.add(e, noFailure);
+    chunks.flush();
+    const whole = out[0] as EventChunk;
+    const parts = chunks.halve(whole);
+    assert.ok(parts);
+    assert.deepEqual(parts.map((c) => c.ends.length), [2, 3]);
+    assert.deepEqual(parts.flatMap(eventsOf), events.map(nr));
+    assert.ok(parts.every((c) => !c.pooled && c.buf.buffer !== whole.buf.buffer));
+    chunks.release(whole);
+    assert.equal(chunks.events, 5, 'the halves hold the events now');
+    assert.equal(chunks.halve(parts[0] as EventChunk)?.length, 2);
+    chunks.add(ev('connect', { connId: 9 }), noFailure);
+    chunks.flush();
+    assert.equal(chunks.halve(out[1] as EventChunk), undefined);
   });
 });
 
@@ -555,6 +656,22 @@ describe('NewRelicSink faults', () => {
 });
 
 describe('NewRelicSink queue and close', () => {
+  test('at the default chunk size the queue drops whole chunks of the oldest events, counted exactly', async () => {
+    await withFake({}, async (fake) => {
+      const { log, lines } = captureLog();
+      // 1000 events: ten chunks of 100; a request would take twenty, so nothing goes before close
+      const sink = sinkFor(fake, log, { maxQueueEvents: 1000, flushMs: 60_000 });
+      sink.write(many(1550));
+      // fifteen chunks made, the five oldest dropped; 50 events wait in the open chunk
+      assert.deepEqual(sink.stats(), { sent: 0, dropped: 500, failed: 0, queueDepth: 1050 });
+      // at close the open chunk joins the full queue, and the oldest chunk makes room for it
+      await sink.close();
+      assert.deepEqual(connIds(fake.events), range(600, 950));
+      assert.deepEqual(sink.stats(), { sent: 950, dropped: 600, failed: 0, queueDepth: 0 });
+      assert.equal(lines.filter((l) => l.includes('queue full (10 chunks); dropping the oldest') && l.includes('a chunk holds up to 100 events')).length, 1, lines.join(''));
+    });
+  });
+
   test('queue overflow drops the oldest and counts them; write never throws', async () => {
     await withFake({}, async (fake) => {
       const { log, lines } = captureLog();
