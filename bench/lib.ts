@@ -359,6 +359,8 @@ export interface TracerSpec {
   kind: 'convis' | 'mintrace';
   command: string;
   args: string[];
+  /** environment variables set for it (on top of the bench's own) */
+  env?: Record<string, string>;
 }
 
 /**
@@ -372,9 +374,21 @@ export function shebangNodeFlags(entry: string): string[] {
   return m?.[1]?.trim() ? m[1].trim().split(/\s+/) : [];
 }
 
+/** The variables an entry script's first line sets before node (`#!/usr/bin/env -S NAME=VALUE node ...`). */
+export function shebangEnv(entry: string): Record<string, string> {
+  const first = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\S*\benv\s+-S\s+((?:[A-Za-z_]\w*=\S*\s+)*)node\b/.exec(first);
+  const env: Record<string, string> = {};
+  for (const pair of m?.[1]?.trim().split(/\s+/).filter(Boolean) ?? []) {
+    const eq = pair.indexOf('=');
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
 /** convis from an entry script, with these --sink specs */
 export function convisSpec(entry: string, sinks: string[], label = 'agent'): TracerSpec {
-  return { label, kind: 'convis', command: process.execPath, args: [...shebangNodeFlags(entry), entry, ...sinks.flatMap((s) => ['--sink', s])] };
+  return { label, kind: 'convis', command: process.execPath, args: [...shebangNodeFlags(entry), entry, ...sinks.flatMap((s) => ['--sink', s])], env: shebangEnv(entry) };
 }
 
 export const baselineSpec: TracerSpec = { label: 'C baseline', kind: 'mintrace', command: MINTRACE_BIN, args: [] };
@@ -399,7 +413,7 @@ export class Agent {
     if (spec.kind === 'convis') {
       const fd = openSync(out, 'w');
       try {
-        this.proc = start(spec.command, spec.args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'], ...(env ? { env } : {}) });
+        this.proc = start(spec.command, spec.args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'], env: { ...(env ?? process.env), ...spec.env } });
       } finally {
         closeSync(fd);
       }

@@ -23,6 +23,7 @@ changes=(
   --change 'ENTRYPOINT ["/usr/local/bin/node", "--v8-pool-size=1", "/opt/convis/bin/convis"]'
   --change 'ENV PATH=/usr/local/bin:/usr/bin'
   --change 'ENV NODE_ENV=production'
+  --change 'ENV MALLOC_ARENA_MAX=2'
   --change 'WORKDIR /'
   --change 'USER 0:0'
   --change 'EXPOSE 9400'

@@ -114,7 +114,7 @@ describe('the OCI image in podman and dockerd', { skip }, () => {
       // the settings image.sh gives (and deploy/image/Dockerfile, by the unit test), as each engine reads them
       const config = JSON.parse(await e.run(['image', 'inspect', '--format', '{{json .Config}}', IMAGE])) as { Env: string[]; Labels: Record<string, string>; Entrypoint: string[]; User: string };
       assert.deepEqual(config.Entrypoint, ['/usr/local/bin/node', '--v8-pool-size=1', '/opt/convis/bin/convis'], e.name);
-      for (const env of ['PATH=/usr/local/bin:/usr/bin', 'NODE_ENV=production']) assert.ok(config.Env.includes(env), `${e.name}: ${JSON.stringify(config.Env)}`);
+      for (const env of ['PATH=/usr/local/bin:/usr/bin', 'NODE_ENV=production', 'MALLOC_ARENA_MAX=2']) assert.ok(config.Env.includes(env), `${e.name}: ${JSON.stringify(config.Env)}`);
       assert.equal(config.Labels['org.opencontainers.image.version'], version, e.name);
       assert.equal(config.Labels['org.opencontainers.image.title'], 'convis', e.name);
       assert.equal(config.User, '0:0', e.name);
