@@ -381,7 +381,6 @@ const NUMBERS = (
  * JSON had cost several times what the rest of the agent did per event.
  */
 export class NewRelicJson {
-  private readonly w = new ByteWriter(1 << 20);
   private readonly kinds = new Fragments((event, proto, direction) => `,"event":${JSON.stringify(event)},"proto":${JSON.stringify(proto)},"direction":${JSON.stringify(direction)}`);
   private readonly workloads = new PerProcess<{ container: unknown; pod: unknown; bytes: Uint8Array }>(
     (kept, e) => kept.container === e.container && kept.pod === e.pod,
@@ -391,52 +390,25 @@ export class NewRelicJson {
   private nodeName = '';
   private nodeBytes: Uint8Array = utf8(attr('node', ''));
 
-  /** Appends one event's JSON object to what the writer holds; false, with nothing written, when it cannot be written. */
-  append(e: ConnectionEvent): boolean {
-    const mark = this.w.length;
-    try {
-      this.write(e);
-      return true;
-    } catch {
-      this.w.truncate(mark);
-      return false;
-    }
-  }
-
-  /** Appends a comma. */
-  comma(): void {
-    this.w.byte(0x2c);
-  }
-
-  /** What append() and comma() wrote and nobody took: valid until the next write. */
-  view(): Buffer {
-    return this.w.view();
-  }
-
-  /** Keeps the first `length` bytes written; then these bytes, if given (not a view of its own). */
-  truncate(length: number, then?: Uint8Array): void {
-    this.w.truncate(length);
-    if (then !== undefined) this.w.bytes(then);
-  }
-
   /** One event's JSON object (tests). */
   of(e: ConnectionEvent): string {
-    this.write(e);
-    return this.w.take().toString('utf8');
+    const w = new ByteWriter(1024);
+    this.write(w, e);
+    return w.take().toString('utf8');
   }
 
-  private write(e: ConnectionEvent): void {
-    const w = this.w;
+  /** Writes one event's JSON object to w; throws, part written, on an event it cannot write. */
+  write(w: ByteWriter, e: ConnectionEvent): void {
     w.bytes(HEAD);
     w.number(e.timeSec * 1000 + Math.floor(e.timeNsec / 1_000_000));
     w.bytes(this.kinds.get(e.event, e.proto, e.direction));
     const [src, dst] = e.direction === 'outbound' ? [e.local, e.remote] : [e.remote, e.local];
-    if (src) this.endpoint(SOURCE_IP, SOURCE_PORT, src);
-    if (dst) this.endpoint(DESTINATION_IP, DESTINATION_PORT, dst);
-    this.endpoint(LOCAL_IP, LOCAL_PORT, e.local);
+    if (src) endpoint(w, SOURCE_IP, SOURCE_PORT, src);
+    if (dst) endpoint(w, DESTINATION_IP, DESTINATION_PORT, dst);
+    endpoint(w, LOCAL_IP, LOCAL_PORT, e.local);
     const r = e.remote;
     if (r) {
-      this.endpoint(REMOTE_IP, REMOTE_PORT, r);
+      endpoint(w, REMOTE_IP, REMOTE_PORT, r);
       if (r.name !== undefined && r.name !== null) {
         w.bytes(REMOTE_NAME);
         w.utf8(str(r.name));
@@ -474,15 +446,14 @@ export class NewRelicJson {
     if (e.event === 'alert') w.utf8(attr('policy.rule', e.rule) + attr('policy.trigger', e.trigger));
     w.byte(0x7d); // }
   }
+}
 
-  /** `,"x.ip":"...","x.port":N` */
-  private endpoint(ipName: Uint8Array, portName: Uint8Array, at: { ip: string; port: number }): void {
-    const w = this.w;
-    w.bytes(ipName);
-    w.jsonString(at.ip);
-    w.bytes(portName);
-    w.number(at.port);
-  }
+/** `,"x.ip":"...","x.port":N` */
+function endpoint(w: ByteWriter, ipName: Uint8Array, portName: Uint8Array, at: { ip: string; port: number }): void {
+  w.bytes(ipName);
+  w.jsonString(at.ip);
+  w.bytes(portName);
+  w.number(at.port);
 }
 
 /**
@@ -518,7 +489,9 @@ export const CHUNK_MAX_EVENTS = 100;
  */
 export class EventChunks {
   private readonly json = new NewRelicJson();
-  /** ends of the events in the open chunk (in the writer) */
+  /** the open chunk's bytes */
+  private readonly w = new ByteWriter(1 << 16);
+  /** ends of the events in the open chunk (in w) */
   private ends: number[] = [];
   private readonly pool: Buffer[] = [];
   /** events in chunks sealed and not released yet */
@@ -551,25 +524,26 @@ export class EventChunks {
    * cannot be written.
    */
   add(e: ConnectionEvent, failed: () => void): void {
-    const json = this.json;
+    const w = this.w;
     const n = this.ends.length;
     const before = n > 0 ? (this.ends[n - 1] as number) : 0;
-    if (n > 0) json.comma();
-    if (!json.append(e)) {
-      json.truncate(before);
+    try {
+      if (n > 0) w.byte(0x2c); // ,
+      this.json.write(w, e);
+    } catch {
+      w.truncate(before);
       failed();
       return;
     }
-    let end = json.view().length;
+    const end = w.length;
     if (n > 0 && end > this.maxBytes) {
       // too big with this event: the chunk ends before it, and it opens the next
-      const rest = Buffer.from(json.view().subarray(before + 1, end));
       this.seal(before);
-      json.truncate(0, rest);
-      end = rest.length;
+      this.ends.push(end - before - 1);
+    } else {
+      this.ends.push(end);
+      if (this.ends.length >= this.maxEvents || end >= this.maxBytes) this.seal(end);
     }
-    this.ends.push(end);
-    if (this.ends.length >= this.maxEvents || end >= this.maxBytes) this.seal(end);
   }
 
   /** Hands over the open chunk, if it holds any event. */
@@ -578,14 +552,19 @@ export class EventChunks {
     if (n > 0) this.seal(this.ends[n - 1] as number);
   }
 
-  /** Hands over the open chunk, whose bytes end at `length`; the writer is emptied. */
+  /**
+   * Hands over the open chunk's events, whose bytes end at `length`; what
+   * follows them (a comma and one more event) stays as the next chunk's start.
+   */
   private seal(length: number): void {
     const ends = this.ends;
     this.ends = [];
     const pooled = length <= CHUNK_BUFFER_BYTES;
     const buf = pooled ? (this.pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BUFFER_BYTES)) : Buffer.allocUnsafeSlow(length);
-    this.json.view().copy(buf, 0, 0, length);
-    this.json.truncate(0);
+    const open = this.w.view();
+    open.copy(buf, 0, 0, length);
+    if (open.length > length) open.copyWithin(0, length + 1);
+    this.w.truncate(Math.max(0, open.length - length - 1));
     this.held += ends.length;
     this.sealed({ buf, length, ends, pooled, released: false });
   }
