@@ -363,21 +363,21 @@ export interface TracerSpec {
   env?: Record<string, string>;
 }
 
+const firstLine = (file: string): string => readFileSync(file, 'utf8').split('\n', 1)[0] ?? '';
+
 /**
  * The Node flags an entry script's own first line gives it
  * (`#!/usr/bin/env -S node --flag ...`): each agent is measured as it runs
  * when started as `bin/convis`, even when built from another commit.
  */
 export function shebangNodeFlags(entry: string): string[] {
-  const first = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!.*\bnode((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  const m = /^#!.*\bnode((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(firstLine(entry));
   return m?.[1]?.trim() ? m[1].trim().split(/\s+/) : [];
 }
 
 /** The variables an entry script's first line sets before node (`#!/usr/bin/env -S NAME=VALUE node ...`). */
 export function shebangEnv(entry: string): Record<string, string> {
-  const first = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*\benv\s+-S\s+((?:[A-Za-z_]\w*=\S*\s+)*)node\b/.exec(first);
+  const m = /^#!\S*\benv\s+-S\s+((?:[A-Za-z_]\w*=\S*\s+)*)node\b/.exec(firstLine(entry));
   const env: Record<string, string> = {};
   for (const pair of m?.[1]?.trim().split(/\s+/).filter(Boolean) ?? []) {
     const eq = pair.indexOf('=');
