@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ConfigError } from '../../src/config/errors.js';
-import { FlowLogError } from '../../src/flowlog/db.js';
+import { FlowLogError, openForWriting, WRITER_CACHE_KIB } from '../../src/flowlog/db.js';
 import { runQuery } from '../../src/flowlog/query.js';
 import { FlowLogSink, parseFlowLogOptions } from '../../src/flowlog/sink.js';
 import { createSinks } from '../../src/sinks/index.js';
@@ -209,6 +209,16 @@ describe('FlowLogSink', () => {
     await assert.rejects(FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3 }, log), (e: Error) => /directory does not exist/.test(e.message) && !e.message.includes('\n'));
     const created = createSinks([{ type: 'flowlog', parsed: parseFlowLogOptions({ path }), metrics: false, events: true }], { log, metrics: undefined as never, onClosed: () => undefined });
     await assert.rejects(created, (e: Error) => e instanceof ConfigError && e.message.startsWith(`--sink flowlog: cannot use ${JSON.stringify(path)} (`));
+  });
+
+  test("the writer's page cache is SQLite's 2 MiB, not better-sqlite3's 16 MiB (it held RSS that crept up for minutes)", () => {
+    const db = openForWriting(join(tempDir('convis-flowlog-'), 'flows.db'));
+    try {
+      assert.equal(WRITER_CACHE_KIB, 2048);
+      assert.equal(db.pragma('cache_size', { simple: true }), -WRITER_CACHE_KIB);
+    } finally {
+      db.close();
+    }
   });
 
   test('past 65,536 addresses and workloads the ids start over on both sides, and every row keeps its own', async () => {
