@@ -391,8 +391,20 @@ static __always_inline int fin_in(struct tcp_sock *tp)
  */
 static __always_inline int counts_tp(struct tcp_sock *tp, struct tcp_counts *c)
 {
-	__u64 sent = tp->bytes_sent, retrans_bytes = tp->bytes_retrans, received = tp->bytes_received;
+	__u64 sent, retrans_bytes, received = tp->bytes_received;
 	int fin = 0;
+
+	/* bytes_sent before bytes_retrans, in that order: a retransmission adds
+	 * to bytes_retrans and then, in tcp_transmit_skb(), to bytes_sent, so a
+	 * sweep (which reads without the socket's lock) that sees the new
+	 * bytes_sent also sees the new bytes_retrans, and at worst holds back a
+	 * retransmission it saw half of. Read the other way round, one that
+	 * happened wholly between the two loads (an interrupt between them)
+	 * would be counted as sent, for good. x86 keeps loads in program order;
+	 * the barrier keeps the compiler from swapping them. */
+	sent = *(volatile __u64 *)&tp->bytes_sent;
+	asm volatile("" ::: "memory");
+	retrans_bytes = *(volatile __u64 *)&tp->bytes_retrans;
 
 	/* bytes_sent counts every transmitted payload byte, retransmissions
 	 * included; bytes_retrans is the retransmitted share. */
