@@ -43,28 +43,34 @@ interface Reports {
   close: ConnRecord | undefined;
 }
 
+/** Starts the tracer; each socket's reports (by conn id) among the records `ours` picks, as they come. */
+function collectReports(tracer: Tracer, ours: (r: KernelRecord) => r is ConnRecord): Map<number, Reports> {
+  const sockets = new Map<number, Reports>();
+  tracer.start((batch) => {
+    for (const r of batch) {
+      if (!ours(r)) continue;
+      let s = sockets.get(r.connId);
+      if (s === undefined) {
+        s = { sent: 0, received: 0, updates: 0, close: undefined };
+        sockets.set(r.connId, s);
+      }
+      s.sent += r.deltaSent;
+      s.received += r.deltaReceived;
+      if (r.kind === 'update') s.updates++;
+      else s.close = r;
+    }
+  });
+  return sockets;
+}
+
 describe('sweeps racing closes at max churn', { skip, timeout: 150_000 }, () => {
   test('every socket\'s updates and close add up to its lifetime totals, which are what churn moved', async () => {
     buildChurn();
     const port = await freePort();
     const tracer = Tracer.open({ ringBytes: 64 << 20, sweepMs: 1 });
-    const sockets = new Map<number, Reports>();
     const ours = (r: KernelRecord): r is ConnRecord =>
       'proto' in r && r.proto === 'tcp' && (r.localPort === port || r.remotePort === port) && (r.kind === 'update' || r.kind === 'close');
-    tracer.start((batch) => {
-      for (const r of batch) {
-        if (!ours(r)) continue;
-        let s = sockets.get(r.connId);
-        if (s === undefined) {
-          s = { sent: 0, received: 0, updates: 0, close: undefined };
-          sockets.set(r.connId, s);
-        }
-        s.sent += r.deltaSent;
-        s.received += r.deltaReceived;
-        if (r.kind === 'update') s.updates++;
-        else s.close = r;
-      }
-    });
+    const sockets = collectReports(tracer, ours);
     let churn;
     try {
       await sleep(200);
@@ -108,23 +114,9 @@ describe('sweeps racing retransmissions', { skip, timeout: 120_000 }, () => {
     const rule = ['INPUT', '-p', 'tcp', '-s', ns.a4, '--dport', String(port), '-m', 'statistic', '--mode', 'nth', '--every', '50', '--packet', '49', '-j', 'DROP'];
     const iptables = (op: string) => execFileSync('ip', ['netns', 'exec', ns.b, 'iptables', op, ...rule], { stdio: 'pipe' });
     const tracer = Tracer.open({ ringBytes: 64 << 20, sweepMs: 1, pollMs: 1 });
-    const sockets = new Map<number, Reports>();
     const ours = (r: KernelRecord): r is ConnRecord =>
       'proto' in r && r.proto === 'tcp' && r.direction === 'outbound' && r.remotePort === port && (r.kind === 'update' || r.kind === 'close');
-    tracer.start((batch) => {
-      for (const r of batch) {
-        if (!ours(r)) continue;
-        let s = sockets.get(r.connId);
-        if (s === undefined) {
-          s = { sent: 0, received: 0, updates: 0, close: undefined };
-          sockets.set(r.connId, s);
-        }
-        s.sent += r.deltaSent;
-        s.received += r.deltaReceived;
-        if (r.kind === 'update') s.updates++;
-        else s.close = r;
-      }
-    });
+    const sockets = collectReports(tracer, ours);
     try {
       iptables('-I');
       const server = spawn('ip', ['netns', 'exec', ns.b, 'iperf3', '-s', '-1', '-B', ns.b4, '-p', String(port)], { stdio: 'ignore' });
