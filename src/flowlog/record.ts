@@ -83,7 +83,7 @@ export type FromWriter =
   | { type: 'ready' }
   /** the file could not be opened: one line */
   | { type: 'error'; message: string }
-  | { type: 'counts'; applied: number; dropped: number; failed: number; openRows: number; f64?: Float64Array<ArrayBuffer>; u32?: Uint32Array<ArrayBuffer> }
+  | { type: 'counts'; applied: number; dropped: number; failed: number; openRows: number; rowSlots: number; f64?: Float64Array<ArrayBuffer>; u32?: Uint32Array<ArrayBuffer> }
   | { type: 'warn'; line: string }
   /** the writer stopped on an error it did not expect: one line; it takes nothing more */
   | { type: 'failed'; message: string }
@@ -100,4 +100,6 @@ export interface WriterOptions {
   hold?: SharedArrayBuffer;
   /** tests only: open connections kept in memory (default MAX_OPEN) */
   maxOpen?: number;
+  /** tests only: how long the rows in memory must have been mostly free before they shrink (default SHRINK_AFTER_MS) */
+  shrinkAfterMs?: number;
 }

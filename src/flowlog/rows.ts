@@ -8,8 +8,9 @@
  * As objects they outlived the young generation's collections, were
  * promoted, and were swept by a major collection every few seconds: a
  * sawtooth of 50 to 80 MiB in the agent's RSS. Slots are reused, so the
- * columns only grow with the most connections held at once (bounded by the
- * writer's MAX_OPEN) and nothing is allocated per connection.
+ * columns grow with the most connections held at once (bounded by the
+ * writer's MAX_OPEN) and nothing is allocated per connection; once most of
+ * them have gone, compact() moves the rest into smaller columns.
  */
 
 /** flags of a slot */
@@ -66,6 +67,8 @@ export class Rows {
   alertRule: (string | null)[] = [];
   /** slots free for reuse */
   private readonly free: number[] = [];
+  /** the most slots in use at once since the last takePeak() */
+  private peak = 0;
 
   constructor() {
     this.grow(INITIAL);
@@ -75,6 +78,8 @@ export class Rows {
   take(): number {
     if (this.free.length === 0) this.grow(this.cap * 2);
     const s = this.free.pop() as number;
+    const used = this.cap - this.free.length;
+    if (used > this.peak) this.peak = used;
     this.id[s] = NaN;
     this.workloadRow[s] = NaN;
     this.flags[s] = 0;
@@ -101,6 +106,75 @@ export class Rows {
     this.alertRule[s] = null;
     this.flags[s] = 0;
     this.free.push(s);
+  }
+
+  /** slots the columns hold */
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /** The most slots in use at once since the last call (or since the start); counting starts again from those in use now. */
+  takePeak(): number {
+    const peak = this.peak;
+    this.peak = this.cap - this.free.length;
+    return peak;
+  }
+
+  /**
+   * The capacity compact() would move `used` slots into (room for four
+   * times as many, so that they do not grow again at once), or 0 when that
+   * would not at least halve the columns.
+   */
+  compactedCapacity(used: number): number {
+    let cap = INITIAL;
+    while (cap < used * 4) cap *= 2;
+    return cap * 2 <= this.cap ? cap : 0;
+  }
+
+  /**
+   * Moves the slots in use, `live`, into the lowest slots of new columns of
+   * `cap` slots (see compactedCapacity()): live[i] becomes slot i. Every
+   * other slot is free afterwards; the caller renames the slots it keeps.
+   */
+  compact(live: readonly number[], cap: number): void {
+    const old = this.cap;
+    const moved = <A extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(a: A, fresh: A): A => {
+      for (let i = 0; i < live.length; i++) fresh[i] = a[live[i] as number] as number;
+      return fresh;
+    };
+    const movedList = <T>(a: T[], empty: T): T[] => {
+      const out = new Array<T>(cap).fill(empty);
+      for (let i = 0; i < live.length; i++) out[i] = a[live[i] as number] as T;
+      return out;
+    };
+    if (live.length > cap || old === 0) throw new RangeError(`compact: ${live.length} slots into ${cap}`);
+    this.id = moved(this.id, new Float64Array(cap));
+    this.connId = moved(this.connId, new Float64Array(cap));
+    this.workload = moved(this.workload, new Uint32Array(cap));
+    this.workloadRow = moved(this.workloadRow, new Float64Array(cap));
+    this.flags = moved(this.flags, new Uint8Array(cap));
+    this.first = moved(this.first, new Float64Array(cap));
+    this.last = moved(this.last, new Float64Array(cap));
+    this.localPort = moved(this.localPort, new Uint16Array(cap));
+    this.remotePort = moved(this.remotePort, new Uint16Array(cap));
+    this.servicePort = moved(this.servicePort, new Uint16Array(cap));
+    this.bytesSent = moved(this.bytesSent, new Float64Array(cap));
+    this.bytesReceived = moved(this.bytesReceived, new Float64Array(cap));
+    this.datagramsSent = moved(this.datagramsSent, new Float64Array(cap));
+    this.datagramsReceived = moved(this.datagramsReceived, new Float64Array(cap));
+    this.retransmits = moved(this.retransmits, new Float64Array(cap));
+    this.durationMs = moved(this.durationMs, new Float64Array(cap));
+    this.alertTime = moved(this.alertTime, new Float64Array(cap));
+    this.localIp = movedList(this.localIp, '');
+    this.remote = movedList(this.remote, NO_ADDRESS);
+    this.remoteName = movedList(this.remoteName, null);
+    this.remotePod = movedList(this.remotePod, null);
+    this.remoteNamespace = movedList(this.remoteNamespace, null);
+    this.error = movedList(this.error, null);
+    this.alertRule = movedList(this.alertRule, null);
+    this.free.length = 0;
+    for (let s = cap - 1; s >= live.length; s--) this.free.push(s);
+    this.cap = cap;
   }
 
   private grow(cap: number): void {

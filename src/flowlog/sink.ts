@@ -38,6 +38,8 @@ export interface FlowLogOptions {
   hold?: SharedArrayBuffer;
   /** tests only: open connections the writer keeps in memory (default its MAX_OPEN) */
   maxOpen?: number;
+  /** tests only: how long the writer's rows in memory must have been mostly free before they shrink (default its SHRINK_AFTER_MS) */
+  shrinkAfterMs?: number;
 }
 
 const DEFAULT_RETAIN_MS = 7 * 86_400_000;
@@ -134,6 +136,7 @@ export class FlowLogSink implements Sink {
   /** `dropped` when the writer fell behind; undefined while it keeps up */
   private droppingSince: number | undefined;
   private openRowsReported = 0;
+  private rowSlotsReported = 0;
   /** the writer thread is gone (it failed, or close() ended it) */
   private gone = false;
   private closed = false;
@@ -162,7 +165,7 @@ export class FlowLogSink implements Sink {
     this.o = o;
     this.log = log;
     this.maxQueue = o.maxQueue ?? DEFAULT_FLOWLOG_MAX_QUEUE;
-    const data: WriterOptions = { path: o.path, retainMs: o.retainMs, maxBytes: o.maxBytes, run: Date.now(), ...(o.hold ? { hold: o.hold } : {}), ...(o.maxOpen ? { maxOpen: o.maxOpen } : {}) };
+    const data: WriterOptions = { path: o.path, retainMs: o.retainMs, maxBytes: o.maxBytes, run: Date.now(), ...(o.hold ? { hold: o.hold } : {}), ...(o.maxOpen ? { maxOpen: o.maxOpen } : {}), ...(o.shrinkAfterMs ? { shrinkAfterMs: o.shrinkAfterMs } : {}) };
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
     // the agent's exit does not wait for it: close() does
     this.worker.unref();
@@ -190,6 +193,7 @@ export class FlowLogSink implements Sink {
           this.counters.dropped += m.dropped;
           this.counters.failed += m.failed;
           this.openRowsReported = m.openRows;
+          this.rowSlotsReported = m.rowSlots;
           if (m.f64 && m.u32 && this.pool.length < POOL_BUFFERS) this.pool.push([m.f64, m.u32]);
           if (this.inFlight === 0 && this.n === 0) for (const f of this.idle.splice(0)) f();
           break;
@@ -287,6 +291,11 @@ export class FlowLogSink implements Sink {
    */
   stats(): SinkStats & { openRows: number } {
     return { ...this.counters, queueDepth: this.inFlight + this.n, openRows: this.openRowsReported };
+  }
+
+  /** Slots the writer's rows in memory hold (they grow with the most connections open at once, and shrink once most have closed), as it last said. */
+  rowSlots(): number {
+    return this.rowSlotsReported;
   }
 
   /** Hands over what is packed and resolves once the writer has taken every event (for the bench, which writes faster than any disk). */

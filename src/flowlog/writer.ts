@@ -27,6 +27,8 @@ const SIZE_CHECK_MS = 5_000;
 const MAX_OPEN = 524_288;
 /** changed rows that make a write happen before the second is up (bounds memory under a burst) */
 const MAX_DIRTY = 50_000;
+/** how long the rows in memory must have been mostly free before they shrink */
+const SHRINK_AFTER_MS = 60_000;
 
 /** An optional number (packed, or a row's): NaN stands for absent. */
 const given = <T>(x: number, otherwise: T): number | T => (Number.isNaN(x) ? otherwise : x);
@@ -62,6 +64,9 @@ export class FlowLogWriter {
   /** since the last report */
   private readonly counts = { applied: 0, dropped: 0, failed: 0 };
   private reportedOpen = 0;
+  private reportedSlots = 0;
+  /** when the rows' peak (see shrinkIfMostlyFree()) was last taken */
+  private peakSince = Date.now();
   private closed = false;
 
   /** Opens the file (throws when it cannot be used) and enforces retention and size once. */
@@ -85,6 +90,7 @@ export class FlowLogWriter {
     let flushes = 0;
     this.flushTimer = setInterval(() => {
       this.flush();
+      this.shrinkIfMostlyFree();
       if (++flushes % Math.round(SIZE_CHECK_MS / FLUSH_MS) === 0) this.trimIfOver();
       this.report();
     }, FLUSH_MS);
@@ -154,10 +160,12 @@ export class FlowLogWriter {
   /** Tells the sink what changed since the last report, and gives back its packing buffers. */
   private report(f64?: Float64Array<ArrayBuffer>, u32?: Uint32Array<ArrayBuffer>): void {
     const c = this.counts;
-    if (c.applied === 0 && c.dropped === 0 && c.failed === 0 && this.open.size === this.reportedOpen && f64 === undefined) return;
-    this.post({ type: 'counts', ...c, openRows: this.open.size, ...(f64 && u32 ? { f64, u32 } : {}) }, f64 && u32 ? [f64.buffer, u32.buffer] : []);
+    const slots = this.rows.capacity;
+    if (c.applied === 0 && c.dropped === 0 && c.failed === 0 && this.open.size === this.reportedOpen && slots === this.reportedSlots && f64 === undefined) return;
+    this.post({ type: 'counts', ...c, openRows: this.open.size, rowSlots: slots, ...(f64 && u32 ? { f64, u32 } : {}) }, f64 && u32 ? [f64.buffer, u32.buffer] : []);
     c.applied = c.dropped = c.failed = 0;
     this.reportedOpen = this.open.size;
+    this.reportedSlots = slots;
   }
 
   private string(id: number): string | null {
@@ -382,6 +390,24 @@ export class FlowLogWriter {
     }
     for (const s of this.forgotten) rows.release(s);
     this.forgotten.length = 0;
+  }
+
+  /**
+   * Once every SHRINK_AFTER_MS, right after a write: if the most rows held
+   * at once in that time would fit in columns at most half as large, moves
+   * the rows still open into such columns. The memory a burst of open
+   * connections took goes back once it is over, while a steady churn (whose
+   * rows come and go every second) keeps its columns.
+   */
+  private shrinkIfMostlyFree(): void {
+    const now = Date.now();
+    if (now - this.peakSince < (this.o.shrinkAfterMs ?? SHRINK_AFTER_MS)) return;
+    this.peakSince = now;
+    const cap = this.rows.compactedCapacity(this.rows.takePeak());
+    if (cap === 0 || this.nDirty !== 0 || this.forgotten.length !== 0) return;
+    this.rows.compact([...this.open.values()], cap);
+    let i = 0;
+    for (const connId of this.open.keys()) this.open.set(connId, i++);
   }
 
   /**

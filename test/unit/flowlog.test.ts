@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { ConfigError } from '../../src/config/errors.js';
 import { FlowLogError, openForWriting, WRITER_CACHE_KIB } from '../../src/flowlog/db.js';
 import { runQuery } from '../../src/flowlog/query.js';
+import { Rows } from '../../src/flowlog/rows.js';
 import { FlowLogSink, parseFlowLogOptions } from '../../src/flowlog/sink.js';
 import { createSinks } from '../../src/sinks/index.js';
 import type { ConnectionEvent } from '../../src/metadata/event.js';
@@ -121,6 +122,39 @@ describe('FlowLogSink', () => {
     assert.equal(got.size, 190);
     const closed = rows(path).filter((x) => x.closed === 1);
     assert.deepEqual(closed.map((x) => [x.conn_id, x.bytes_sent, x.bytes_received]), Array.from({ length: 30 }, (_, i) => [1100 + i, 7, 8]));
+  });
+
+  test('once a burst of open connections has closed, the rows in memory shrink, and the connections still open keep their rows', async () => {
+    const path = join(tempDir('convis-flowlog-'), 'flows.db');
+    // checked every 500 ms here (a minute by default)
+    const sink = await FlowLogSink.open({ path, retainMs: 1e15, maxBytes: 1024 ** 3, shrinkAfterMs: 500 }, log);
+    try {
+      const n = 5000;
+      sink.write(Array.from({ length: n }, (_, i) => sampleEvent('connect', { connId: 1 + i, ...at(0) })));
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.equal(sink.stats().openRows, n);
+      assert.equal(sink.rowSlots(), 8192, 'grown for 5,000 at once');
+      // all but every 500th close
+      const stay = (id: number) => id % 500 === 0;
+      sink.write(Array.from({ length: n }, (_, i) => 1 + i).filter((id) => !stay(id)).map((id) => sampleEvent('close', { connId: id, ...at(1), bytesSent: id, bytesReceived: 1 })));
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.equal(sink.stats().openRows, 10);
+      // the check after the closes still counts the burst; the next one shrinks
+      for (let waited = 0; sink.rowSlots() !== 1024 && waited < 5000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(sink.rowSlots(), 1024, 'moved into the smallest columns');
+      // the ones still open go on in their new slots
+      const open = Array.from({ length: 10 }, (_, i) => 500 * (i + 1));
+      sink.write(open.map((id) => sampleEvent('update', { connId: id, ...at(2), bytesSent: 3, bytesReceived: 4 })));
+      sink.write(open.map((id) => sampleEvent('close', { connId: id, ...at(3), bytesSent: id + 3, bytesReceived: 4 })));
+      await sink.close();
+      const got = rows(path);
+      assert.equal(got.length, n, 'one row per connection');
+      assert.ok(got.every((x) => x.closed === 1 && x.bytes_sent === (stay(x.conn_id as number) ? (x.conn_id as number) + 3 : x.conn_id) && x.bytes_received === (stay(x.conn_id as number) ? 4 : 1)), 'every row with its own totals');
+      assert.equal(sink.stats().dropped, 0);
+    } finally {
+      // after a failed check too: an open sink's writer would keep the test file running
+      await sink.close();
+    }
   });
 
   test('a writer that falls behind: past max_queue batches are dropped and counted, write() never waits, sent + dropped = written', async (ctx) => {
@@ -401,5 +435,43 @@ describe('convis query', () => {
     writeFileSync(junk, 'this is not SQLite '.repeat(100));
     const corrupt = err(['--db', junk]);
     assert.ok(corrupt instanceof FlowLogError && /not a flow log/.test(corrupt.message), String(corrupt));
+  });
+});
+
+describe('Rows', () => {
+  test('compact() moves the slots in use into smaller columns, with every field, and frees the rest', () => {
+    const r = new Rows();
+    const slots = Array.from({ length: 3000 }, () => r.take());
+    assert.equal(r.capacity, 4096);
+    for (const s of slots) {
+      r.connId[s] = 10_000 + s;
+      r.bytesSent[s] = s * 2;
+      r.flags[s] = s % 200;
+      r.localPort[s] = s;
+      r.remoteName[s] = `host-${s}`;
+      r.remote[s] = Buffer.from([s & 255]);
+      r.alertRule[s] = s % 2 ? 'egress' : null;
+    }
+    const live = [7, 100, 2047, 2999, 1500];
+    for (const s of slots) if (!live.includes(s)) r.release(s);
+    // the most in use at once since the last look, then those in use now
+    assert.equal(r.takePeak(), 3000);
+    assert.equal(r.takePeak(), live.length);
+    assert.equal(r.compactedCapacity(live.length), 1024);
+    assert.equal(r.compactedCapacity(600), 0, 'not for less than half');
+    r.compact(live, 1024);
+    assert.equal(r.capacity, 1024);
+    live.forEach((old, i) => {
+      assert.deepEqual(
+        [r.connId[i], r.bytesSent[i], r.flags[i], r.localPort[i], r.remoteName[i], r.remote[i]![0], r.alertRule[i]],
+        [10_000 + old, old * 2, old % 200, old, `host-${old}`, old & 255, old % 2 ? 'egress' : null],
+      );
+    });
+    // the other slots are free, each once, and past them the columns grow again
+    const next = Array.from({ length: 1024 - live.length }, () => r.take());
+    assert.deepEqual([...next].sort((a, b) => a - b), Array.from({ length: 1024 - live.length }, (_, i) => live.length + i));
+    assert.equal(r.capacity, 1024);
+    r.take();
+    assert.equal(r.capacity, 2048);
   });
 });
