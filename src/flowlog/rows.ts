@@ -27,11 +27,6 @@ export const R_RESOLVED_NOW = 128;
 
 const INITIAL = 1024;
 
-/** `bigger` holding what `a` held. */
-function widened<A extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(a: A, bigger: A): A {
-  bigger.set(a);
-  return bigger;
-}
 const NO_ADDRESS = Buffer.alloc(16);
 
 export class Rows {
@@ -137,75 +132,60 @@ export class Rows {
    * other slot is free afterwards; the caller renames the slots it keeps.
    */
   compact(live: readonly number[], cap: number): void {
-    const old = this.cap;
-    const moved = <A extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(a: A, fresh: A): A => {
-      for (let i = 0; i < live.length; i++) fresh[i] = a[live[i] as number] as number;
-      return fresh;
-    };
-    const movedList = <T>(a: T[], empty: T): T[] => {
-      const out = new Array<T>(cap).fill(empty);
-      for (let i = 0; i < live.length; i++) out[i] = a[live[i] as number] as T;
-      return out;
-    };
-    if (live.length > cap || old === 0) throw new RangeError(`compact: ${live.length} slots into ${cap}`);
-    this.id = moved(this.id, new Float64Array(cap));
-    this.connId = moved(this.connId, new Float64Array(cap));
-    this.workload = moved(this.workload, new Uint32Array(cap));
-    this.workloadRow = moved(this.workloadRow, new Float64Array(cap));
-    this.flags = moved(this.flags, new Uint8Array(cap));
-    this.first = moved(this.first, new Float64Array(cap));
-    this.last = moved(this.last, new Float64Array(cap));
-    this.localPort = moved(this.localPort, new Uint16Array(cap));
-    this.remotePort = moved(this.remotePort, new Uint16Array(cap));
-    this.servicePort = moved(this.servicePort, new Uint16Array(cap));
-    this.bytesSent = moved(this.bytesSent, new Float64Array(cap));
-    this.bytesReceived = moved(this.bytesReceived, new Float64Array(cap));
-    this.datagramsSent = moved(this.datagramsSent, new Float64Array(cap));
-    this.datagramsReceived = moved(this.datagramsReceived, new Float64Array(cap));
-    this.retransmits = moved(this.retransmits, new Float64Array(cap));
-    this.durationMs = moved(this.durationMs, new Float64Array(cap));
-    this.alertTime = moved(this.alertTime, new Float64Array(cap));
-    this.localIp = movedList(this.localIp, '');
-    this.remote = movedList(this.remote, NO_ADDRESS);
-    this.remoteName = movedList(this.remoteName, null);
-    this.remotePod = movedList(this.remotePod, null);
-    this.remoteNamespace = movedList(this.remoteNamespace, null);
-    this.error = movedList(this.error, null);
-    this.alertRule = movedList(this.alertRule, null);
+    if (live.length > cap) throw new RangeError(`compact: ${live.length} slots into ${cap}`);
+    this.remake(cap, live);
     this.free.length = 0;
     for (let s = cap - 1; s >= live.length; s--) this.free.push(s);
-    this.cap = cap;
   }
 
   private grow(cap: number): void {
-    this.id = widened(this.id, new Float64Array(cap));
-    this.connId = widened(this.connId, new Float64Array(cap));
-    this.workload = widened(this.workload, new Uint32Array(cap));
-    this.workloadRow = widened(this.workloadRow, new Float64Array(cap));
-    this.flags = widened(this.flags, new Uint8Array(cap));
-    this.first = widened(this.first, new Float64Array(cap));
-    this.last = widened(this.last, new Float64Array(cap));
-    this.localPort = widened(this.localPort, new Uint16Array(cap));
-    this.remotePort = widened(this.remotePort, new Uint16Array(cap));
-    this.servicePort = widened(this.servicePort, new Uint16Array(cap));
-    this.bytesSent = widened(this.bytesSent, new Float64Array(cap));
-    this.bytesReceived = widened(this.bytesReceived, new Float64Array(cap));
-    this.datagramsSent = widened(this.datagramsSent, new Float64Array(cap));
-    this.datagramsReceived = widened(this.datagramsReceived, new Float64Array(cap));
-    this.retransmits = widened(this.retransmits, new Float64Array(cap));
-    this.durationMs = widened(this.durationMs, new Float64Array(cap));
-    this.alertTime = widened(this.alertTime, new Float64Array(cap));
-    for (let s = this.cap; s < cap; s++) {
-      this.localIp.push('');
-      this.remote.push(NO_ADDRESS);
-      this.remoteName.push(null);
-      this.remotePod.push(null);
-      this.remoteNamespace.push(null);
-      this.error.push(null);
-      this.alertRule.push(null);
-    }
+    const old = this.cap;
+    this.remake(cap);
     // the lowest slots first
-    for (let s = cap - 1; s >= this.cap; s--) this.free.push(s);
+    for (let s = cap - 1; s >= old; s--) this.free.push(s);
+  }
+
+  /**
+   * Every column made again with `cap` slots: slot i holds what slot from[i]
+   * held, or, without `from`, every slot keeps its place (growing); the
+   * rest are empty.
+   */
+  private remake(cap: number, from?: readonly number[]): void {
+    const n = from === undefined ? this.cap : from.length;
+    const numbers = <A extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(a: A, fresh: A): A => {
+      if (from === undefined) fresh.set(a);
+      else for (let i = 0; i < n; i++) fresh[i] = a[from[i] as number] as number;
+      return fresh;
+    };
+    const values = <T>(a: T[], empty: T): T[] => {
+      const out = new Array<T>(cap).fill(empty);
+      for (let i = 0; i < n; i++) out[i] = a[from === undefined ? i : (from[i] as number)] as T;
+      return out;
+    };
+    this.id = numbers(this.id, new Float64Array(cap));
+    this.connId = numbers(this.connId, new Float64Array(cap));
+    this.workload = numbers(this.workload, new Uint32Array(cap));
+    this.workloadRow = numbers(this.workloadRow, new Float64Array(cap));
+    this.flags = numbers(this.flags, new Uint8Array(cap));
+    this.first = numbers(this.first, new Float64Array(cap));
+    this.last = numbers(this.last, new Float64Array(cap));
+    this.localPort = numbers(this.localPort, new Uint16Array(cap));
+    this.remotePort = numbers(this.remotePort, new Uint16Array(cap));
+    this.servicePort = numbers(this.servicePort, new Uint16Array(cap));
+    this.bytesSent = numbers(this.bytesSent, new Float64Array(cap));
+    this.bytesReceived = numbers(this.bytesReceived, new Float64Array(cap));
+    this.datagramsSent = numbers(this.datagramsSent, new Float64Array(cap));
+    this.datagramsReceived = numbers(this.datagramsReceived, new Float64Array(cap));
+    this.retransmits = numbers(this.retransmits, new Float64Array(cap));
+    this.durationMs = numbers(this.durationMs, new Float64Array(cap));
+    this.alertTime = numbers(this.alertTime, new Float64Array(cap));
+    this.localIp = values(this.localIp, '');
+    this.remote = values(this.remote, NO_ADDRESS);
+    this.remoteName = values(this.remoteName, null);
+    this.remotePod = values(this.remotePod, null);
+    this.remoteNamespace = values(this.remoteNamespace, null);
+    this.error = values(this.error, null);
+    this.alertRule = values(this.alertRule, null);
     this.cap = cap;
   }
 }
