@@ -1090,16 +1090,16 @@ async function main(): Promise<void> {
   if (opts.phases.has('bulk')) await withBpfStats(false, () => bulkPhase(opts, bulkAgents, bulkRuns));
 
   const [maxPhase, pacedPhase] = phases as [Phase, Phase];
+  const both = (who: Who) => ({ max: summarize(maxPhase, who), paced: summarize(pacedPhase, who) });
   const results: Results = {
-    max: summarize(maxPhase),
-    paced: summarize(pacedPhase),
-    baseline: { max: summarize(maxPhase, 'baseline'), paced: summarize(pacedPhase, 'baseline') },
+    ...both('agent'),
+    baseline: both('baseline'),
     baselineGap: pairedGap(maxPhase, 'agent', 'baseline'),
     baselineGapPaced: pairedGap(pacedPhase, 'agent', 'baseline'),
-    metrics: { max: summarize(maxPhase, 'metrics'), paced: summarize(pacedPhase, 'metrics') },
+    metrics: both('metrics'),
     metricsGap: pairedGap(maxPhase, 'metrics', 'baseline'),
     metricsGapPaced: pairedGap(pacedPhase, 'metrics', 'baseline'),
-    ...(opts.compare ? { compare: { max: summarize(maxPhase, 'compare'), paced: summarize(pacedPhase, 'compare') } } : {}),
+    ...(opts.compare ? { compare: both('compare') } : {}),
     compareDrop: opts.compare ? pairedGap(maxPhase, 'agent', 'compare') : NaN,
     nginx: summarizeNginx(nginxRuns),
     bulk: summarizeBulk(bulkRuns),

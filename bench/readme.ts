@@ -53,16 +53,16 @@ export interface KeptRun {
     paced: PhaseFigures;
     baseline: { max: PhaseFigures; paced: PhaseFigures };
     baselineGap: number;
-    /** convis with `--sink metrics` only (runs from before it was measured have none) */
-    metrics?: { max: PhaseFigures; paced: PhaseFigures };
-    metricsGap?: number;
+    /** convis with `--sink metrics` only */
+    metrics: { max: PhaseFigures; paced: PhaseFigures };
+    metricsGap: number;
     compare?: { max: PhaseFigures; paced: PhaseFigures };
     compareDrop: number;
     nginx: { aloneRps: number; byWho: { json?: NginxFigures; metrics?: NginxFigures; baseline?: NginxFigures } };
     bulk: { aloneRate: number; ratio: number; compareRatio: number; exact: number; runs: number; incomplete: number };
   };
   /** max churn: each pair's rate alone, and each run's ratio (its rate over the phase's median rate alone), convis's and the C baseline's */
-  maxPairs: { alone: number[]; agentRatios: number[]; baselineRatios: number[]; metricsRatios?: number[] };
+  maxPairs: { alone: number[]; agentRatios: number[]; baselineRatios: number[]; metricsRatios: number[] };
   /** the agent's resident memory at the end of each max-churn run, KiB: medians */
   memory?: { anonKiB: number; fileKiB: number; ringKiB: number };
   stages?: { records: number; decode: number; enrich: number; json: number; text: number };
@@ -100,30 +100,30 @@ export function renderBench(k: KeptRun): string {
     table([
       ['', 'max churn', `paced 5,000/s`],
       ['workload alone', `${int(max.aloneRate)} conn/s`, `${int(paced.aloneRate)} conn/s`],
-      [met ? 'rate kept with convis, JSON to /dev/null' : 'rate kept with convis', fixed(max.ratio, 2), fixed(paced.ratio, 2)],
-      ...(met ? [['rate kept with convis, metrics only', fixed(met.max.ratio, 2), fixed(met.paced.ratio, 2)]] : []),
+      ['rate kept with convis, JSON to /dev/null', fixed(max.ratio, 2), fixed(paced.ratio, 2)],
+      ['rate kept with convis, metrics only', fixed(met.max.ratio, 2), fixed(met.paced.ratio, 2)],
       ['rate kept with the minimal C tracer, same pairs', fixed(bmax.ratio, 2), fixed(s.baseline.paced.ratio, 2)],
       ...(cmp ? [['rate kept with the earlier build, same pairs', fixed(cmp.max.ratio, 2), fixed(cmp.paced.ratio, 2)]] : []),
-      ['connections reported', pct(Math.min(max.lowestConnectPct, met?.max.lowestConnectPct ?? Infinity)), pct(Math.min(paced.lowestConnectPct, met?.paced.lowestConnectPct ?? Infinity))],
-      ['events lost', int(max.lost + (met?.max.lost ?? 0)), int(paced.lost + (met?.paced.lost ?? 0))],
+      ['connections reported', pct(Math.min(max.lowestConnectPct, met.max.lowestConnectPct)), pct(Math.min(paced.lowestConnectPct, met.paced.lowestConnectPct))],
+      ['events lost', int(max.lost + met.max.lost), int(paced.lost + met.paced.lost)],
       [
-        met ? 'agent CPU per connection, JSON' : 'agent CPU per connection',
+        'agent CPU per connection, JSON',
         `${fixed(max.cpuUsPerConn, 1)} µs (C tracer ${fixed(bmax.cpuUsPerConn, 2)}${cmp ? `, earlier build ${fixed(cmp.max.cpuUsPerConn, 1)}` : ''})`,
         `${fixed(paced.cpuUsPerConn, 1)} µs (C tracer ${fixed(s.baseline.paced.cpuUsPerConn, 2)}${cmp ? `, earlier build ${fixed(cmp.paced.cpuUsPerConn, 1)}` : ''})`,
       ],
-      ...(met ? [['agent CPU per connection, metrics only', `${fixed(met.max.cpuUsPerConn, 1)} µs`, `${fixed(met.paced.cpuUsPerConn, 1)} µs`]] : []),
+      ['agent CPU per connection, metrics only', `${fixed(met.max.cpuUsPerConn, 1)} µs`, `${fixed(met.paced.cpuUsPerConn, 1)} µs`],
       [
-        met ? 'BPF time per connection, JSON' : 'BPF time per connection',
+        'BPF time per connection, JSON',
         `${fixed(max.bpfUsPerConn, 1)} µs (C tracer ${fixed(bmax.bpfUsPerConn, 1)}${cmp ? `, earlier build ${fixed(cmp.max.bpfUsPerConn, 1)}` : ''})`,
         `${fixed(paced.bpfUsPerConn, 1)} µs`,
       ],
-      ...(met ? [['BPF time per connection, metrics only', `${fixed(met.max.bpfUsPerConn, 1)} µs`, `${fixed(met.paced.bpfUsPerConn, 1)} µs`]] : []),
+      ['BPF time per connection, metrics only', `${fixed(met.max.bpfUsPerConn, 1)} µs`, `${fixed(met.paced.bpfUsPerConn, 1)} µs`],
       [
-        met ? 'agent peak RSS, JSON' : 'agent peak RSS',
+        'agent peak RSS, JSON',
         `${fixed(max.peakRssMiB, 1)} MiB (highest ${fixed(max.highestPeakRssMiB, 1)}; C tracer ${fixed(bmax.peakRssMiB, 1)}${cmp ? `, earlier build ${fixed(cmp.max.peakRssMiB, 1)}` : ''})`,
         `${fixed(paced.peakRssMiB, 1)} MiB`,
       ],
-      ...(met ? [['agent peak RSS, metrics only', `${fixed(met.max.peakRssMiB, 1)} MiB (highest ${fixed(met.max.highestPeakRssMiB, 1)})`, `${fixed(met.paced.peakRssMiB, 1)} MiB`]] : []),
+      ['agent peak RSS, metrics only', `${fixed(met.max.peakRssMiB, 1)} MiB (highest ${fixed(met.max.highestPeakRssMiB, 1)})`, `${fixed(met.paced.peakRssMiB, 1)} MiB`],
     ]),
   );
   const n = s.nginx;
@@ -187,9 +187,8 @@ export function renderBench(k: KeptRun): string {
   const range = (xs: number[], f: (x: number) => string) => (xs.length ? `${f(Math.min(...xs))} to ${f(Math.max(...xs))}` : '-');
   out.push(
     `**Read the churn figures with the noise in mind.** On this VM the workload alone ran at ${range(mp.alone, kilo)} conn/s in this run's ${k.pairs} pairs, ` +
-      `and against the median rate alone convis's runs${mp.metricsRatios?.length ? ' with JSON' : ''} kept ${range(mp.agentRatios, (x) => fixed(x, 2))}` +
-      (mp.metricsRatios?.length ? ` (${range(mp.metricsRatios, (x) => fixed(x, 2))} with metrics only)` : '') +
-      ` and the C tracer's ${range(mp.baselineRatios, (x) => fixed(x, 2))}: ` +
+      `and against the median rate alone convis's runs with JSON kept ${range(mp.agentRatios, (x) => fixed(x, 2))} ` +
+      `(${range(mp.metricsRatios, (x) => fixed(x, 2))} with metrics only) and the C tracer's ${range(mp.baselineRatios, (x) => fixed(x, 2))}: ` +
       `a few pairs do not settle a difference of a few hundredths. Compare builds with many alternating pairs ` +
       '(`--phases max --pairs 12 --seconds 12 --compare ...`, see `bench/README.md`). The userspace replay settles at one of two speeds per ' +
       'process (as V8 compiles it), so compare it over several runs.' +
@@ -242,14 +241,14 @@ export function keep(results: any): KeptRun {
       max: strip(s.max),
       paced: strip(s.paced),
       baseline: { max: strip(s.baseline.max), paced: strip(s.baseline.paced) },
-      ...(s.metrics ? { metrics: { max: strip(s.metrics.max), paced: strip(s.metrics.paced) } } : {}),
+      metrics: { max: strip(s.metrics.max), paced: strip(s.metrics.paced) },
       ...(s.compare ? { compare: { max: strip(s.compare.max), paced: strip(s.compare.paced) } } : {}),
     },
     maxPairs: {
       alone: defined(pairs.map((p) => maxPhase.runs.find((r: any) => r.pair === p && r.who === 'alone')?.churn?.rate)),
       agentRatios: defined(pairs.map((p) => ratioOf(p, 'agent'))),
       baselineRatios: defined(pairs.map((p) => ratioOf(p, 'baseline'))),
-      ...(s.metrics ? { metricsRatios: defined(pairs.map((p) => ratioOf(p, 'metrics'))) } : {}),
+      metricsRatios: defined(pairs.map((p) => ratioOf(p, 'metrics'))),
     },
     ...(agentMax.length
       ? {

@@ -19,7 +19,7 @@ test('the README bench figures are what bench/last-run.json makes, untouched', (
 });
 
 test('the kept run is a whole one: every phase, the C baseline and the targets', () => {
-  for (const f of [kept.summary.max, kept.summary.paced, kept.summary.baseline.max]) assert.ok(Number.isFinite(f.ratio) && f.ratio > 0);
+  for (const f of [kept.summary.max, kept.summary.paced, kept.summary.metrics.max, kept.summary.metrics.paced, kept.summary.baseline.max]) assert.ok(Number.isFinite(f.ratio) && f.ratio > 0);
   assert.ok(kept.summary.nginx.byWho.json && kept.summary.nginx.byWho.metrics && kept.summary.nginx.byWho.baseline);
   assert.ok(kept.summary.bulk.runs > 0);
   assert.ok(kept.stages && kept.queries);
@@ -35,12 +35,12 @@ test('keep() takes the figures from a results file; replaceBench() swaps only th
     kernel: '6.18.44',
     cpus: 2,
     options: { pairs: 3, seconds: 10 },
-    phases: [{ key: 'max', runs: [1, 2, 3].flatMap((p) => [run(p, 'alone', 20000 + p), run(p, 'agent', 16000, [0.81, 0.82, 0.83][p - 1]), run(p, 'baseline', 19000, [0.91, 0.92, 0.93][p - 1])]) }],
-    summary: { max: phase, paced: phase, baseline: { max: phase, paced: phase }, nginx: { byWho: {} }, bulk: {} },
+    phases: [{ key: 'max', runs: [1, 2, 3].flatMap((p) => [run(p, 'alone', 20000 + p), run(p, 'agent', 16000, [0.81, 0.82, 0.83][p - 1]), run(p, 'metrics', 18000, [0.96, 0.97, 0.98][p - 1]), run(p, 'baseline', 19000, [0.91, 0.92, 0.93][p - 1])]) }],
+    summary: { max: phase, paced: phase, metrics: { max: phase, paced: phase }, baseline: { max: phase, paced: phase }, nginx: { byWho: {} }, bulk: {} },
     targets: [],
   };
   const k = keep(results);
-  assert.deepEqual(k.maxPairs, { alone: [20001, 20002, 20003], agentRatios: [0.81, 0.82, 0.83], baselineRatios: [0.91, 0.92, 0.93] });
+  assert.deepEqual(k.maxPairs, { alone: [20001, 20002, 20003], agentRatios: [0.81, 0.82, 0.83], baselineRatios: [0.91, 0.92, 0.93], metricsRatios: [0.96, 0.97, 0.98] });
   assert.deepEqual(k.memory, { anonKiB: 40002, fileKiB: 60000, ringKiB: 16384 });
   const doc = `before\n<!-- bench:begin (made by npm run bench:readme from bench/last-run.json; do not edit) -->\nold\n<!-- bench:end -->\nafter\n`;
   const next = replaceBench(doc, 'new\nlines');
