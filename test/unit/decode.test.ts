@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeBatch, decodeBatchInChunks, RECORD_HEADER, type ConnRecord, type ExecRecord, type KernelRecord } from '../../src/bpf/decode.js';
-import { AF_INET, ConnEvent, EventType, Header } from '../../src/bpf/events.js';
+import { AF_INET, AF_INET6, ConnEvent, EventType, Header } from '../../src/bpf/events.js';
+import { formatIPv4, formatIPv6 } from '../../src/util/ip.js';
 import { repoRoot } from '../helpers/paths.js';
 import { xorshift32 } from '../helpers/random.js';
 
@@ -218,6 +219,64 @@ test('command names come out right through the name cache: repeats, slot collisi
   );
 });
 
+test('addresses come out right through the address caches: repeats, slot collisions, IPv4, IPv6 and IPv4-mapped', () => {
+  // 40,000 records over 24,000 IPv4 and 6,000 IPv6 addresses: more than the
+  // caches' slots (16,384 and 4,096), so addresses both hit and evict each other
+  const next = xorshift32(0x1b4);
+  const v4 = Array.from({ length: 24000 }, () => {
+    const b = Buffer.alloc(16);
+    b.writeUInt32BE(next() % 7 === 0 ? 0 : next(), 0); // 0.0.0.0 too: a key of zero is an address like any other
+    return b;
+  });
+  const v6 = Array.from({ length: 6000 }, (_, i) => {
+    const b = Buffer.alloc(16);
+    if (i % 5 === 0) {
+      b.writeUInt16BE(0xffff, 10); // ::ffff:a.b.c.d, as dual-stack sockets show IPv4 peers
+      b.writeUInt32BE(next(), 12);
+    } else if (i % 5 === 1) {
+      b[15] = i % 3; // ::, ::1, ::2: mostly zero words
+    } else if (i % 5 === 2) {
+      b.writeUInt32BE(0xfd000000, 0); // one /96, as pods' addresses share a prefix: only the last word tells them apart
+      b.writeUInt32BE(next(), 12);
+    } else if (i % 5 === 3) {
+      // only one of the first three words differs: every word is checked
+      b.writeUInt32BE(0x20010db8, 0);
+      b.writeUInt32BE(1, 12);
+      b.writeUInt32BE(next(), 4 * (i % 3));
+    } else {
+      for (let k = 0; k < 16; k += 4) b.writeUInt32BE(k === 4 && i % 2 ? 0 : next(), k);
+    }
+    return b;
+  });
+  const stride = RECORD_HEADER + ConnEvent.size;
+  const n = 40000;
+  const batch = Buffer.alloc(n * stride);
+  const want: [string, string][] = [];
+  for (let i = 0; i < n; i++) {
+    const six = next() % 4 === 0;
+    const pool = six ? v6 : v4;
+    const a = pool[next() % pool.length]!;
+    const b = pool[next() % pool.length]!;
+    const o = i * stride + RECORD_HEADER;
+    batch.writeUInt32LE(ConnEvent.size, i * stride);
+    batch.writeUInt16LE(EventType.tcpConnect, o + Header.type);
+    batch.writeUInt16LE(six ? AF_INET6 : AF_INET, o + ConnEvent.family);
+    a.copy(batch, o + ConnEvent.saddr, 0, six ? 16 : 4);
+    b.copy(batch, o + ConnEvent.daddr, 0, six ? 16 : 4);
+    want.push(six ? [formatIPv6(a, 0), formatIPv6(b, 0)] : [formatIPv4(a, 0), formatIPv4(b, 0)]);
+  }
+  const { records, malformed } = decodeBatch(batch, n);
+  assert.equal(malformed, 0);
+  assert.deepEqual(
+    records.map((r) => (r.kind === 'connect' ? [r.localIp, r.remoteIp] : [])),
+    want,
+  );
+  // the pools held what they were made to hold
+  assert.ok(want.some(([ip]) => ip === '0.0.0.0'));
+  assert.ok(records.some((r) => r.kind === 'connect' && r.family === 6 && !r.localIp.includes(':')), 'an IPv4-mapped address, as IPv4');
+  assert.ok(want.some(([ip]) => ip === '::1'));
+});
+
 test('record times: whole seconds and nanoseconds exact for every u64, on both sides of 2^53 ns and of each second', () => {
   const next = xorshift32(0x7157);
   const u64 = () => (BigInt(next()) << 32n) | BigInt(next());
@@ -240,6 +299,34 @@ test('record times: whole seconds and nanoseconds exact for every u64, on both s
     const t = times[i]!;
     assert.deepEqual([r.tsSec, r.tsNsec], [Number(t / 1_000_000_000n), Number(t % 1_000_000_000n)], `ts_ns ${t}`);
   });
+});
+
+test('decoded in pieces around malformed records and a count the batch does not hold: every piece whole, no gaps', () => {
+  // 50 records: every 7th an unknown type, and a count of 80
+  const stride = RECORD_HEADER + ConnEvent.size;
+  const batch = Buffer.alloc(50 * stride);
+  for (let i = 0; i < 50; i++) {
+    const o = i * stride;
+    batch.writeUInt32LE(ConnEvent.size, o);
+    batch.writeUInt16LE(i % 7 === 3 ? 99 : EventType.tcpClose, o + RECORD_HEADER + Header.type);
+    batch.writeUInt16LE(AF_INET, o + RECORD_HEADER + ConnEvent.family);
+    batch.writeUInt32LE(i, o + RECORD_HEADER + ConnEvent.connId);
+  }
+  const good = Array.from({ length: 50 }, (_, i) => i).filter((i) => i % 7 !== 3);
+  for (const chunk of [1, 4, 7, 43, 256, Infinity]) {
+    const pieces: KernelRecord[][] = [];
+    const n = decodeBatchInChunks(batch, 80, chunk, (rs) => pieces.push(rs));
+    assert.deepEqual(n, { records: good.length, malformed: 50 - good.length }, `pieces of ${chunk}`);
+    for (const p of pieces) {
+      assert.ok(p.length > 0 && p.length <= chunk, `a piece of ${p.length} for ${chunk}`);
+      assert.equal(Object.keys(p).length, p.length, `a piece with gaps for ${chunk}`);
+    }
+    assert.deepEqual(
+      pieces.flat().map((r) => (r.kind === 'close' ? r.connId : -1)),
+      good,
+      `pieces of ${chunk}`,
+    );
+  }
 });
 
 test('decoded in pieces: the same records in the same order, no piece larger than asked', () => {
