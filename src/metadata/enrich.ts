@@ -174,7 +174,18 @@ export class Enricher {
 
   /** Feeds process records to the cache and takes each connection's owner, in kernel order. */
   ingest(records: readonly KernelRecord[]): IngestedBatch {
-    const batch: IngestedBatch = { recs: [], processes: [], containers: [], names: [], refs: new Map(), unknownCgroups: new Set(), newCgroups: new Set() };
+    // made at their full size, not grown record by record; cut to size at the end
+    const most = records.length;
+    const batch: IngestedBatch = {
+      recs: new Array<ConnRecord>(most),
+      processes: new Array<ProcessDetails | null>(most),
+      containers: new Array<ContainerRef | null | undefined>(most),
+      names: new Array<string | undefined>(most),
+      refs: new Map(),
+      unknownCgroups: new Set(),
+      newCgroups: new Set(),
+    };
+    let n = 0;
     const dns = this.o.dns;
     const now = this.now();
     const { processes, containers } = this.o;
@@ -204,13 +215,20 @@ export class Enricher {
             if (container === undefined && containers.mayFindCgroup(r.cgroupId)) batch.unknownCgroups.add(r.cgroupId);
           }
           if (container) batch.refs.set(container.id, container);
-          batch.recs.push(r);
-          batch.processes.push(process);
-          batch.containers.push(container);
+          batch.recs[n] = r;
+          batch.processes[n] = process;
+          batch.containers[n] = container;
           // looked up now: the answer that named it came before it, in kernel order
-          batch.names.push(dns && r.kind !== 'listen' && r.kind !== 'unlisten' ? dns.nameOf(r.netns, r.remoteIp, now) : undefined);
+          batch.names[n] = dns && r.kind !== 'listen' && r.kind !== 'unlisten' ? dns.nameOf(r.netns, r.remoteIp, now) : undefined;
+          n++;
         }
       }
+    }
+    if (n < most) {
+      batch.recs.length = n;
+      batch.processes.length = n;
+      batch.containers.length = n;
+      batch.names.length = n;
     }
     return batch;
   }
@@ -219,8 +237,8 @@ export class Enricher {
   finish(batch: IngestedBatch): ConnectionEvent[] {
     const { recs, processes, containers, names } = batch;
     const n = recs.length;
-    const out: ConnectionEvent[] = [];
-    for (let i = 0; i < n; i++) out.push(this.event(recs[i] as ConnRecord, processes[i] ?? null, containers[i], names[i]));
+    const out = new Array<ConnectionEvent>(n);
+    for (let i = 0; i < n; i++) out[i] = this.event(recs[i] as ConnRecord, processes[i] ?? null, containers[i], names[i]);
     return out;
   }
 

@@ -138,6 +138,22 @@ describe('Enricher.batch', () => {
     assert.deepEqual(processes.stats(), { size: 2, hits: 4, procfsReads: 0, unresolved: 0, evicted: 0, cmdTruncated: 0 });
   });
 
+  test('ingest: the batch holds the connection records alone, one entry each and no gaps, however many process records came between', () => {
+    const { enricher } = setup();
+    const records: KernelRecord[] = [];
+    for (let i = 0; i < 300; i++) records.push(i % 3 === 0 ? task('fork', GONE + i, { ppid: GONE }) : conn(i % 2 ? 'connect' : 'close', GONE, { connId: i }));
+    const batch = enricher.ingest(records);
+    const conns = records.filter((r) => r.kind !== 'fork');
+    for (const a of [batch.recs, batch.processes, batch.containers, batch.names]) {
+      assert.equal(a.length, conns.length);
+      assert.equal(Object.keys(a).length, a.length);
+    }
+    assert.deepEqual(batch.recs, conns);
+    const out = enricher.finish(batch);
+    assert.equal(Object.keys(out).length, conns.length);
+    assert.deepEqual(out.map((e) => e.connId), conns.map((r) => (r as ConnRecord).connId));
+  });
+
   test('an empty batch and a batch of only process records give no events', () => {
     const { enricher, processes } = setup();
     assert.deepEqual(run(enricher, []), []);
