@@ -146,41 +146,58 @@ function cstr(buf: Buffer, off: number, max: number): string {
 }
 
 /**
- * Command names by their 16 bytes: a node has few of them, and decoding one
- * string per record cost more than the rest of the record. Direct-mapped:
- * a slot holds the last name that hashed to it, checked word by word.
+ * Strings made from 16 bytes of a record (command names, IPv6 addresses),
+ * kept by those bytes: a node has few of them, and making one string per
+ * record cost more than the rest of the record. Direct-mapped: a slot holds
+ * the last string whose bytes hashed to it, checked word by word, so the
+ * cache is bounded with nothing to clear, and values that collide are made
+ * again.
  */
-const COMM_SLOTS = 512;
-const commWords = new Uint32Array(COMM_SLOTS * 4);
-const commStrings: (string | undefined)[] = new Array<string | undefined>(COMM_SLOTS);
+class WordCache {
+  private readonly words: Uint32Array;
+  private readonly strings: (string | undefined)[];
+  private readonly shift: number;
 
-function comm(v: Views, off: number): string {
-  const i = off >>> 2;
-  const u32 = v.u32;
-  const a = u32[i] as number;
-  const b = u32[i + 1] as number;
-  const c = u32[i + 2] as number;
-  const d = u32[i + 3] as number;
-  const slot = (Math.imul(a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca6b) ^ Math.imul(d, 0xc2b2ae35), 0x27d4eb2f) >>> 23) & (COMM_SLOTS - 1);
-  const w = slot * 4;
-  const hit = commStrings[slot];
-  if (hit !== undefined && commWords[w] === a && commWords[w + 1] === b && commWords[w + 2] === c && commWords[w + 3] === d) return hit;
-  const s = cstr(v.buf, off, COMM_LEN);
-  commWords[w] = a;
-  commWords[w + 1] = b;
-  commWords[w + 2] = c;
-  commWords[w + 3] = d;
-  commStrings[slot] = s;
-  return s;
+  constructor(
+    bits: number,
+    private readonly make: (buf: Buffer, off: number) => string,
+  ) {
+    this.words = new Uint32Array(4 << bits);
+    this.strings = new Array<string | undefined>(1 << bits);
+    this.shift = 32 - bits;
+  }
+
+  get(v: Views, off: number): string {
+    const i = off >>> 2;
+    const u32 = v.u32;
+    const a = u32[i] as number;
+    const b = u32[i + 1] as number;
+    const c = u32[i + 2] as number;
+    const d = u32[i + 3] as number;
+    const slot = Math.imul(a ^ Math.imul(b, 0x85ebca6b) ^ Math.imul(c, 0xc2b2ae35) ^ Math.imul(d, 0x27d4eb2f), 0x9e3779b1) >>> this.shift;
+    const w = slot * 4;
+    const words = this.words;
+    const hit = this.strings[slot];
+    if (hit !== undefined && words[w] === a && words[w + 1] === b && words[w + 2] === c && words[w + 3] === d) return hit;
+    const s = this.make(v.buf, off);
+    words[w] = a;
+    words[w + 1] = b;
+    words[w + 2] = c;
+    words[w + 3] = d;
+    this.strings[slot] = s;
+    return s;
+  }
 }
 
+/** Command names: 512 slots. */
+const comms = new WordCache(9, (buf, off) => cstr(buf, off, COMM_LEN));
+
+/** IPv6 addresses (an IPv4-mapped one as IPv4): 4,096 slots. */
+const ipv6s = new WordCache(12, formatIPv6);
+
 /**
- * Address strings by their bytes: a node talks to a bounded set of peers,
- * and formatting two addresses per record cost more than a tenth of
- * decoding it. Direct-mapped like the command names: a slot holds the last
- * address that hashed to it, checked word by word, so the caches are
- * bounded with nothing to clear, and a node with more peers than slots
- * formats the ones that collide again.
+ * IPv4 addresses, by their one word and for the same reason: a node talks
+ * to a bounded set of peers. Direct-mapped too, 16,384 slots.
  */
 const V4_BITS = 14;
 const v4Words = new Uint32Array(1 << V4_BITS);
@@ -194,31 +211,6 @@ function ipv4(v: Views, off: number): string {
   const s = formatIPv4(v.buf, off);
   v4Words[slot] = a;
   v4Strings[slot] = s;
-  return s;
-}
-
-const V6_BITS = 12;
-const v6Words = new Uint32Array(4 << V6_BITS);
-const v6Strings: (string | undefined)[] = new Array<string | undefined>(1 << V6_BITS);
-
-/** An IPv6 address (an IPv4-mapped one as IPv4), cached as ipv4() is. */
-function ipv6(v: Views, off: number): string {
-  const i = off >>> 2;
-  const u32 = v.u32;
-  const a = u32[i] as number;
-  const b = u32[i + 1] as number;
-  const c = u32[i + 2] as number;
-  const d = u32[i + 3] as number;
-  const slot = Math.imul(a ^ Math.imul(b, 0x85ebca6b) ^ Math.imul(c, 0xc2b2ae35) ^ Math.imul(d, 0x27d4eb2f), 0x9e3779b1) >>> (32 - V6_BITS);
-  const w = slot * 4;
-  const hit = v6Strings[slot];
-  if (hit !== undefined && v6Words[w] === a && v6Words[w + 1] === b && v6Words[w + 2] === c && v6Words[w + 3] === d) return hit;
-  const s = formatIPv6(v.buf, off);
-  v6Words[w] = a;
-  v6Words[w + 1] = b;
-  v6Words[w + 2] = c;
-  v6Words[w + 3] = d;
-  v6Strings[slot] = s;
   return s;
 }
 
@@ -260,7 +252,7 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
     tid: u32[w + (ConnEvent.tid >>> 2)] as number,
     uid: u32[w + (ConnEvent.uid >>> 2)] as number,
     ppid: u32[w + (ConnEvent.ppid >>> 2)] as number,
-    comm: comm(v, o + ConnEvent.comm),
+    comm: comms.get(v, o + ConnEvent.comm),
     ownerKnown: (flags & ConnFlag.ownerKnown) !== 0,
     startSeen: (flags & ConnFlag.startSeen) !== 0,
     existing: (flags & ConnFlag.existing) !== 0,
@@ -269,9 +261,9 @@ function decodeConn(v: Views, o: number, kind: ConnKind): ConnRecord {
     netns: u32[w + (ConnEvent.netns >>> 2)] as number,
     family,
     direction: DIRECTIONS[buf[o + ConnEvent.direction] as number] ?? 'unknown',
-    localIp: family === 4 ? ipv4(v, o + ConnEvent.saddr) : ipv6(v, o + ConnEvent.saddr),
+    localIp: family === 4 ? ipv4(v, o + ConnEvent.saddr) : ipv6s.get(v, o + ConnEvent.saddr),
     localPort: u16[(o + ConnEvent.sport) >>> 1] as number,
-    remoteIp: family === 4 ? ipv4(v, o + ConnEvent.daddr) : ipv6(v, o + ConnEvent.daddr),
+    remoteIp: family === 4 ? ipv4(v, o + ConnEvent.daddr) : ipv6s.get(v, o + ConnEvent.daddr),
     remotePort: u16[(o + ConnEvent.dport) >>> 1] as number,
     error: i32[w + (ConnEvent.error >>> 2)] as number,
     bytesSent: u64(v, o + ConnEvent.bytesSent),
